@@ -1,0 +1,233 @@
+"""The `temper` command: argument parsing only; the work happens in the packages.
+
+Every training-like command takes an optional `--config FILE`, positional
+`key=value` overrides in dot notation, and flags that are sugar for config keys
+(`--lr 1e-4` is `training.learning_rate=1e-4`). Precedence: file < flags < overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tempering import __version__
+from tempering.errors import EXIT_USER_ERROR, UserError
+
+OVERRIDE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets one config key."""
+
+    flag: str
+    key: str
+    type: Callable = str
+    metavar: str | None = None
+    is_switch: bool = False  # a store_true flag that sets the key to true
+
+
+PREP_FLAGS = [
+    Flag("--val-fraction", "prep.val_fraction", float, "F"),
+    Flag("--seq-len", "prep.seq_len", int, "N"),
+    Flag("--text-unit", "prep.text_unit", str, "block|file|line"),
+    Flag("--text-field", "prep.text_field", str, "NAME"),
+    Flag("--invalid-utf8", "prep.invalid_utf8", str, "replace|skip"),
+    Flag("--max-bad-line-fraction", "prep.max_bad_line_fraction", float, "F"),
+]
+
+
+def _field_help(key: str) -> str:
+    """The schema's one-line help for a dotted key."""
+    from tempering.config.loading import iter_fields
+
+    for dotted, field in iter_fields():
+        if dotted == key:
+            return f"{field.description} [{key}]"
+    raise KeyError(key)  # a flag pointing at a missing key is a bug, caught by tests
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, flags: list[Flag]) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (optional; flags and overrides apply on top).")
+    for flag in flags:
+        if flag.is_switch:
+            parser.add_argument(flag.flag, action="store_true", default=None, help=_field_help(flag.key))
+        else:
+            parser.add_argument(flag.flag, type=flag.type, metavar=flag.metavar, help=_field_help(flag.key))
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="Override any config key in dot notation, e.g. training.learning_rate=1e-4 data.datasets.0.weight=2.")
+
+
+def _overrides_from(args: argparse.Namespace, flags: list[Flag]) -> list[str]:
+    """Flag values first, then explicit overrides, so explicit overrides win."""
+    overrides = []
+    for flag in flags:
+        value = getattr(args, flag.flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            overrides.append(f"{flag.key}={'true' if flag.is_switch else value}")
+    return overrides + list(getattr(args, "overrides", []) or [])
+
+
+def _split_paths_and_overrides(args: argparse.Namespace, attr: str) -> None:
+    """`--input a b key.x=1` swallows the override into the path list; move it back."""
+    values = getattr(args, attr) or []
+    setattr(args, attr, [v for v in values if not OVERRIDE_PATTERN.match(v)])
+    args.overrides = [v for v in values if OVERRIDE_PATTERN.match(v)] + list(args.overrides or [])
+
+
+def _load(args: argparse.Namespace, flags: list[Flag], stage: str):
+    from tempering.config import load_config
+
+    return load_config(args.config, [f"stage={stage}", *_overrides_from(args, flags)])
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    """Print the resolved config."""
+    from tempering.config import dump_config, load_config
+
+    if args.file and OVERRIDE_PATTERN.match(args.file):  # `config show key=value` with no file
+        args.overrides, args.file = [args.file, *args.overrides], None
+    print(dump_config(load_config(args.file, args.overrides)), end="")
+
+
+def cmd_config_schema(args: argparse.Namespace) -> None:
+    """Print every config key with type, default and help."""
+    from tempering.config.loading import schema_rows
+
+    rows = schema_rows()
+    if args.markdown:
+        print("| key | type | default | what it does |\n|---|---|---|---|")
+        for key, type_name, default, help_text in rows:
+            escaped = type_name.replace("|", "\\|")  # a bare | would split the Markdown cell
+            print(f"| `{key}` | {escaped} | `{default}` | {help_text} |")
+        return
+    for key, type_name, default, help_text in rows:
+        print(f"{key}  ({type_name}, default {default})\n    {help_text}")
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    """List model presets with computed parameter counts."""
+    from tempering.config.presets import PRESETS, count_non_embedding_parameters, count_parameters
+    from tempering.tracking.console import print_table
+
+    rows = [[name, a.vocab_size, a.d_model, a.n_layers, a.n_heads, a.n_kv_heads, a.d_ff, a.max_seq_len,
+             f"{a.rope_theta:g}", "yes" if a.tie_embeddings else "no",
+             f"{count_parameters(a) / 1e6:.2f}M", f"{count_non_embedding_parameters(a) / 1e6:.2f}M"]
+            for name, a in PRESETS.items()]
+    print_table("Model presets", ["preset", "vocab", "d_model", "layers", "heads", "kv heads", "d_ff",
+                                  "context", "rope θ", "tied", "params", "non-embedding"], rows)
+
+
+def cmd_sample_corpus(args: argparse.Namespace) -> None:
+    """Write the built-in sample corpus."""
+    from tempering.data.sample_corpus import write_sample_corpus
+    from tempering.tracking.console import print_table
+
+    summary = write_sample_corpus(Path(args.output), val_fraction=args.val_fraction)
+    rows = [[f"{domain}/{split}", s["documents"], f"{s['bytes'] / 1e6:.2f}"]
+            for domain, splits in summary.items() for split, s in splits.items()]
+    print_table(f"Sample corpus written to {args.output}", ["part", "documents", "MB"], rows)
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    """Train a byte-level BPE tokenizer on files, directories or globs."""
+    from tempering.config.schema import PrepConfig
+    from tempering.data.sources import SourceStats, discover_files, iter_documents
+    from tempering.tokenizer import train_tokenizer
+    from tempering.tracking.console import console
+
+    files = discover_files(args.input)
+    options = PrepConfig(text_unit=args.text_unit, text_field=args.text_field)
+    texts = iter_documents(files, options, SourceStats())
+    bundle = train_tokenizer(texts, args.vocab_size, Path(args.output), min_frequency=args.min_frequency,
+                             overwrite=args.overwrite)
+    console.print(f"tokenizer: {bundle.vocab_size} tokens, fingerprint {bundle.fingerprint}, saved to {args.output}")
+
+
+def cmd_prep(args: argparse.Namespace) -> None:
+    """Tokenize raw files into token shards."""
+    from tempering.data.prep import run_prep
+
+    _split_paths_and_overrides(args, "input")
+    config = _load(args, PREP_FLAGS, "prep")
+    run_prep(args.input, args.tokenizer, args.output, config.prep)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full `temper` argument parser."""
+    parser = argparse.ArgumentParser(prog="temper", description=__doc__.splitlines()[0] if __doc__ else None,
+                                     epilog="Run `temper COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"temper {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    config = commands.add_parser("config", help="Show a resolved config or the full schema.")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    show = config_commands.add_parser("show", help="Print the resolved config (file + overrides) as YAML.")
+    show.add_argument("file", nargs="?", help="YAML config file (omit to see the defaults).")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="Dot-notation overrides.")
+    show.set_defaults(func=cmd_config_show)
+    schema = config_commands.add_parser("schema", help="Print every config key with type, default and help.")
+    schema.add_argument("--markdown", action="store_true", help="Print a Markdown table (as in docs/config.md).")
+    schema.set_defaults(func=cmd_config_schema)
+
+    presets = commands.add_parser("presets", help="List model presets with computed parameter counts.")
+    presets.set_defaults(func=cmd_presets)
+
+    sample = commands.add_parser("sample-corpus", help="Write the built-in sample corpus (prose and code from this Python installation).")
+    sample.add_argument("--output", required=True, metavar="DIR", help="Directory to write prose/ and code/ into.")
+    sample.add_argument("--val-fraction", type=float, default=0.05, metavar="F",
+                        help="Fraction of documents in each domain's val split (default 0.05).")
+    sample.set_defaults(func=cmd_sample_corpus)
+
+    tokenizer = commands.add_parser("tokenizer", help="Train a tokenizer.")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
+    train = tokenizer_commands.add_parser("train", help="Train a byte-level BPE tokenizer (HF tokenizers).")
+    train.add_argument("--input", nargs="+", default=[], metavar="PATH",
+                       help="Files, directories (recursive) or globs of .txt/.md/.jsonl/.parquet/.csv (default: data/raw).")
+    train.add_argument("--vocab-size", type=int, default=8192, metavar="N", help="Vocabulary size including special tokens (default 8192).")
+    train.add_argument("--output", required=True, metavar="DIR", help="Directory for tokenizer.json and its HF config files.")
+    train.add_argument("--min-frequency", type=int, default=2, metavar="N", help="Minimum pair count for a merge (default 2).")
+    train.add_argument("--text-unit", default="block", choices=["block", "file", "line"],
+                       help=".txt files: a document per blank-line block, per file or per line (default block).")
+    train.add_argument("--text-field", default="text", metavar="NAME", help="JSONL field / table column holding the text (default text).")
+    train.add_argument("--overwrite", action="store_true", help="Replace a tokenizer already in --output.")
+    train.set_defaults(func=cmd_tokenizer_train)
+
+    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards.")
+    prep.add_argument("--input", nargs="+", default=[], metavar="PATH",
+                      help="Files, directories (recursive) or globs (default: data/raw).")
+    prep.add_argument("--tokenizer", required=True, metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`).")
+    prep.add_argument("--output", required=True, metavar="DIR", help="Shard directory: manifest.json, train/, val/.")
+    _add_config_arguments(prep, PREP_FLAGS)
+    prep.set_defaults(func=cmd_prep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `temper` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        from rich.text import Text
+
+        from tempering.tracking.console import console
+
+        console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # `temper config schema | head`: the reader left, not an error
+        sys.stderr.close()
+        sys.exit(0)

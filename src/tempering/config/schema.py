@@ -1,0 +1,193 @@
+"""The typed config schema shared by every stage (pretrain, post-train, SFT, DPO, prep).
+
+One YAML file describes one run. Every field has a type, a default where one makes
+sense, and one line of help that `temper config schema` prints. Sections a stage
+does not use are simply left at their defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    """Where the run writes and how it is named."""
+
+    name: str = Field("run", description="Run name; fills {run_name} placeholders.")
+    save_dir: Path | None = Field(None, description="Run directory: config.yaml, metrics.jsonl, checkpoints/, best/, final/.")
+    seed: int = Field(1337, description="Seed for initialisation, data order and sampling; a run is a function of (config, data, seed).")
+
+
+class ModelConfig(Section):
+    """Architecture: a preset plus optional per-dimension overrides."""
+
+    preset: str = Field("nano", description="Named architecture (see `temper presets`).")
+    vocab_size: int | None = Field(None, description="Override the preset's vocabulary size (default: the tokenizer's).")
+    d_model: int | None = Field(None, description="Override the hidden width.")
+    n_layers: int | None = Field(None, description="Override the number of decoder blocks.")
+    n_heads: int | None = Field(None, description="Override the number of query heads.")
+    n_kv_heads: int | None = Field(None, description="Override the number of key/value heads (grouped-query attention).")
+    d_ff: int | None = Field(None, description="Override the SwiGLU hidden width.")
+    max_seq_len: int | None = Field(None, description="Override the longest context the model supports.")
+    rope_theta: float | None = Field(None, description="Override the rotary embedding base.")
+    tie_embeddings: bool | None = Field(None, description="Override whether the output head shares the embedding matrix.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability on attention and residual outputs.")
+
+
+class TokenizerConfig(Section):
+    """Which tokenizer the run uses."""
+
+    path: Path | None = Field(None, description="Tokenizer directory (tokenizer.json); defaults to the one beside the data or checkpoint.")
+
+
+class DatasetConfig(Section):
+    """One input dataset: a file, directory or glob."""
+
+    path: str = Field(description="File, directory (read recursively) or glob.")
+    name: str | None = Field(None, description="Name shown in logs and metrics (default: the path's stem).")
+    weight: float = Field(1.0, gt=0, description="Relative sampling weight when several datasets are mixed.")
+    format: Literal["auto", "shards", "text", "jsonl", "parquet", "csv", "messages", "alpaca", "tool_call", "reasoning", "preference"] = Field(
+        "auto", description="Record format; auto detects by extension and by the fields of each record.")
+    text_field: str = Field("text", description="Field (JSONL) or column (Parquet/CSV) holding the text.")
+    transform: str | None = Field(None, description="Name of a registered transform applied to each record.")
+    limit: int | None = Field(None, gt=0, description="Use at most this many documents/examples.")
+
+
+class DataConfig(Section):
+    """Training and validation data."""
+
+    datasets: list[DatasetConfig] = Field(default_factory=list, description="Training datasets (shards from `temper prep`, or raw text).")
+    val_data: list[DatasetConfig] = Field(default_factory=list, description="Separate validation datasets; when empty, val_split is used.")
+    val_split: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of training documents held out for validation when val_data is empty (0 disables).")
+    seq_len: int = Field(256, gt=0, description="Tokens per training sequence (packed, no padding).")
+    strategy: Literal["new_only", "combined", "append"] = Field("new_only", description="Post-training: train on new data only, old+new shuffled, or old then new.")
+    old_datasets: list[DatasetConfig] = Field(default_factory=list, description="Post-training: the original data, for combined/append and the forgetting watch.")
+
+
+class TrainingConfig(Section):
+    """The optimisation loop: length, batch, optimiser, schedule, eval, save, device."""
+
+    max_steps: int | None = Field(None, gt=0, description="Train for this many optimizer steps (one of max_steps/epochs/num_training_samples/num_training_tokens).")
+    epochs: float | None = Field(None, gt=0, description="Train for this many passes over the training data.")
+    num_training_samples: int | None = Field(None, gt=0, description="Train on this many sequences/examples.")
+    num_training_tokens: int | None = Field(None, gt=0, description="Train on this many tokens.")
+    batch_size: int = Field(8, gt=0, description="Micro-batch size in sequences (one forward/backward).")
+    grad_accum: int | None = Field(None, gt=0, description="Micro-batches per optimizer step; give this or effective_batch_size, not both.")
+    effective_batch_size: int | None = Field(None, gt=0, description="Sequences per optimizer step; gradient accumulation is derived (must be a multiple of batch_size).")
+    learning_rate: float = Field(3e-4, ge=0.0, description="Peak learning rate (flag --lr).")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine and wsd).")
+    lr_schedule: Literal["cosine", "constant", "wsd"] = Field("cosine", description="Linear warmup, then cosine decay, constant, or warmup-stable-decay.")
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup.")
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd only: fraction of training spent in the final decay.")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay (flag --wd).")
+    decay_norms_and_embeddings: bool = Field(False, description="Also apply weight decay to norms, biases and embeddings.")
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1.")
+    adam_beta2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW beta2.")
+    adam_eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this value (0 disables).")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps (and always at each epoch end).")
+    eval_max_batches: int | None = Field(None, gt=0, description="Cap on validation batches per evaluation (default: the whole set).")
+    log_steps: int = Field(10, gt=0, description="Write a train metrics line every N optimizer steps.")
+    save_steps: int | None = Field(None, gt=0, description="Write checkpoints/step-N every N optimizer steps.")
+    save_total_limit: int = Field(1, ge=1, description="Keep the newest N periodic checkpoints.")
+    early_stopping_patience: int = Field(0, ge=0, description="Stop after this many evaluations without a val-loss improvement (0 disables).")
+    max_recoveries: int = Field(3, ge=0, description="Non-finite loss recoveries allowed before the run stops.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; auto picks cuda, then mps, then cpu.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Compute precision (bf16/fp16 via autocast).")
+    compile: bool = Field(False, description="Compile the model with torch.compile.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+
+    @model_validator(mode="after")
+    def _one_length_and_one_batch(self) -> TrainingConfig:
+        lengths = [k for k in ("max_steps", "epochs", "num_training_samples", "num_training_tokens")
+                   if getattr(self, k) is not None]
+        if len(lengths) > 1:
+            raise ValueError(f"give only one training length, got {' and '.join('training.' + k for k in lengths)}")
+        if self.grad_accum is not None and self.effective_batch_size is not None:
+            raise ValueError("give training.grad_accum or training.effective_batch_size, not both")
+        if self.effective_batch_size is not None and self.effective_batch_size % self.batch_size:
+            raise ValueError(
+                f"training.effective_batch_size ({self.effective_batch_size}) must be a multiple of "
+                f"training.batch_size ({self.batch_size})")
+        return self
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Micro-batches per optimizer step, derived from the batch keys."""
+        if self.grad_accum is not None:
+            return self.grad_accum
+        if self.effective_batch_size is not None:
+            return self.effective_batch_size // self.batch_size
+        return 1
+
+
+class CheckpointConfig(Section):
+    """Which checkpoint a stage starts from (post-train, SFT, DPO)."""
+
+    source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name} placeholders are filled.")
+    select: Literal["best", "final", "latest"] = Field("best", description="For a run dir: which of its checkpoints to use.")
+    validate_source: bool = Field(True, description="Check the source checkpoint's files, config and tokenizer before starting.")
+
+
+class SftConfig(Section):
+    """Supervised fine-tuning on chats."""
+
+    template: str = Field("chatml", description="Chat template name, or 'tokenizer' to use the tokenizer's own.")
+    packing: bool = Field(True, description="Pack examples into sequences (attention stays within each example).")
+    train_on_prompt: bool = Field(False, description="Also put loss on system/user/tool tokens.")
+    truncation: Literal["right", "left", "drop"] = Field("right", description="What to do with an example longer than data.seq_len.")
+
+
+class DpoConfig(Section):
+    """Direct preference optimisation."""
+
+    beta: float = Field(0.1, gt=0.0, description="Strength of the pull towards the reference policy.")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="Preference loss.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed fraction of flipped preference labels (sigmoid loss).")
+    ref_checkpoint: str | None = Field(None, description="Reference model; default: a frozen copy of the initial policy.")
+    precompute_ref: bool = Field(False, description="Compute reference log-probs in one pass and free the reference model.")
+
+
+class PrepConfig(Section):
+    """`temper prep`: raw files to token shards."""
+
+    text_unit: Literal["block", "file", "line"] = Field("block", description=".txt files: a document per blank-line-separated block, per file, or per line.")
+    text_field: str = Field("text", description="JSONL field / Parquet or CSV column holding the text.")
+    invalid_utf8: Literal["replace", "skip"] = Field("replace", description="Invalid UTF-8: replace bad bytes (counted per file) or skip the file.")
+    max_bad_line_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Fail when more than this fraction of JSONL lines in a file are malformed.")
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of documents written to the val split (by content hash, deterministic).")
+    seq_len: int | None = Field(None, gt=0, description="Intended training sequence length; recorded in the manifest and checked against the val split size.")
+    dedup: bool = Field(True, description="Drop exact-duplicate documents (by content hash).")
+    shard_tokens: int = Field(100_000_000, gt=0, description="Tokens per shard file before a new one starts.")
+    batch_size: int = Field(1000, gt=0, description="Documents per tokenizer batch.")
+
+
+class DebugConfig(Section):
+    """Switches for testing the engine's fault handling."""
+
+    inject_nan_at_step: int | None = Field(None, gt=0, description="Make the loss non-finite at this step, once, to exercise recovery.")
+
+
+class Config(Section):
+    """The whole run: one YAML file, validated at load."""
+
+    stage: Literal["pretrain", "post_train", "sft", "dpo", "prep"] = Field("pretrain", description="Which stage this config is for (set by the command).")
+    run: RunConfig = Field(default_factory=RunConfig, description="Run name, directory and seed.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Training and validation data.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimisation loop.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Starting checkpoint.")
+    sft: SftConfig = Field(default_factory=SftConfig, description="SFT options.")
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO options.")
+    prep: PrepConfig = Field(default_factory=PrepConfig, description="Data preparation options.")
+    debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")

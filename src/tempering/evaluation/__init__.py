@@ -1,0 +1,1 @@
+"""Perplexity evaluation (later: the lm-eval bridge)."""

@@ -1,0 +1,1 @@
+"""Model definitions (decoder LM first) and Hugging Face import/export."""

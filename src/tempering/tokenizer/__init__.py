@@ -1,0 +1,1 @@
+"""Tokenizer training, loading, saving and fingerprinting (HF `tokenizers`)."""
