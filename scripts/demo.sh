@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The end-to-end demo on the built-in sample corpus: corpus -> tokenizer -> shards.
+# The end-to-end demo on the built-in sample corpus:
+# corpus -> tokenizer -> shards -> pretrain -> eval -> generate.
 # Re-running it is safe: every step either reproduces its output or is a no-op.
 set -euo pipefail
 OUT="${DEMO_DIR:-demo}"
@@ -20,3 +21,15 @@ for domain in prose code; do
   temper prep --input "$OUT/corpus/$domain" --tokenizer "$OUT/tokenizer" \
     --output "$OUT/shards/$domain" --val-fraction 0.05 --seq-len 256
 done
+
+echo "== 4. pretrain the nano preset (~10M parameters) on the prose shards for a few CPU minutes"
+# Re-running resumes from the newest checkpoint (or finds the run finished).
+temper pretrain --preset nano --data "$OUT/shards/prose" --tokenizer "$OUT/tokenizer" --save-dir "$OUT/runs/base" \
+  --max-steps 200 --batch-size 8 --seq-len 256 --lr 1e-3 --warmup-steps 20 \
+  --eval-steps 50 --save-steps 50 training.eval_max_batches=8
+
+echo "== 5. evaluate the best checkpoint on held-out prose and on code (a domain it has not seen)"
+temper eval --checkpoint "$OUT/runs/base" --data prose="$OUT/shards/prose" code="$OUT/shards/code" --max-batches 16
+
+echo "== 6. generate"
+temper generate --checkpoint "$OUT/runs/base" --prompt "The built-in function" --max-new-tokens 60 --temperature 0.7 --top-k 40

@@ -13,11 +13,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_temper(*args: str, cwd: Path | None = None, check: bool = False,
-               env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+               env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m tempering ARGS` and capture its output as text."""
     full_env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", **(env or {})}
     result = subprocess.run([sys.executable, "-m", "tempering", *map(str, args)], cwd=cwd,
-                            capture_output=True, text=True, env=full_env, timeout=timeout)
+                            capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"temper {' '.join(map(str, args))} failed ({result.returncode}):\n"
                              f"{result.stdout}\n{result.stderr}")

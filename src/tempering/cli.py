@@ -8,6 +8,7 @@ Every training-like command takes an optional `--config FILE`, positional
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -41,6 +42,33 @@ PREP_FLAGS = [
 ]
 
 
+TRAINING_FLAGS = [
+    Flag("--preset", "model.preset", str, "NAME"),
+    Flag("--tokenizer", "tokenizer.path", str, "DIR"),
+    Flag("--save-dir", "run.save_dir", str, "DIR"),
+    Flag("--seed", "run.seed", int, "N"),
+    Flag("--seq-len", "data.seq_len", int, "N"),
+    Flag("--val-split", "data.val_split", float, "F"),
+    Flag("--max-steps", "training.max_steps", int, "N"),
+    Flag("--epochs", "training.epochs", float, "N"),
+    Flag("--num-training-tokens", "training.num_training_tokens", int, "N"),
+    Flag("--batch-size", "training.batch_size", int, "N"),
+    Flag("--grad-accum", "training.grad_accum", int, "N"),
+    Flag("--effective-batch-size", "training.effective_batch_size", int, "N"),
+    Flag("--lr", "training.learning_rate", float, "LR"),
+    Flag("--wd", "training.weight_decay", float, "WD"),
+    Flag("--warmup-steps", "training.warmup_steps", int, "N"),
+    Flag("--lr-schedule", "training.lr_schedule", str, "cosine|constant|wsd"),
+    Flag("--eval-steps", "training.eval_steps", int, "N"),
+    Flag("--save-steps", "training.save_steps", int, "N"),
+    Flag("--early-stopping-patience", "training.early_stopping_patience", int, "N"),
+    Flag("--device", "training.device", str, "auto|cpu|cuda|mps"),
+    Flag("--precision", "training.precision", str, "fp32|bf16|fp16"),
+    Flag("--compile", "training.compile", is_switch=True),
+    Flag("--gradient-checkpointing", "training.gradient_checkpointing", is_switch=True),
+]
+
+
 def _field_help(key: str) -> str:
     """The schema's one-line help for a dotted key."""
     from tempering.config.loading import iter_fields
@@ -65,6 +93,10 @@ def _add_config_arguments(parser: argparse.ArgumentParser, flags: list[Flag]) ->
 def _overrides_from(args: argparse.Namespace, flags: list[Flag]) -> list[str]:
     """Flag values first, then explicit overrides, so explicit overrides win."""
     overrides = []
+    for attr, key in (("data", "data.datasets"), ("val_data", "data.val_data")):
+        paths = getattr(args, attr, None)
+        if paths:  # JSON is YAML: a list of {path: ...} datasets
+            overrides.append(f"{key}={json.dumps([{'path': p} for p in paths])}")
     for flag in flags:
         value = getattr(args, flag.flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
@@ -102,12 +134,6 @@ def cmd_config_schema(args: argparse.Namespace) -> None:
     from tempering.config.loading import schema_rows
 
     rows = schema_rows()
-    if args.markdown:
-        print("| key | type | default | what it does |\n|---|---|---|---|")
-        for key, type_name, default, help_text in rows:
-            escaped = type_name.replace("|", "\\|")  # a bare | would split the Markdown cell
-            print(f"| `{key}` | {escaped} | `{default}` | {help_text} |")
-        return
     for key, type_name, default, help_text in rows:
         print(f"{key}  ({type_name}, default {default})\n    {help_text}")
 
@@ -160,6 +186,50 @@ def cmd_prep(args: argparse.Namespace) -> None:
     run_prep(args.input, args.tokenizer, args.output, config.prep)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    """Pretrain a decoder LM from scratch (or resume the run in --save-dir)."""
+    from tempering.training.pretrain import run_pretrain
+
+    _split_paths_and_overrides(args, "data")
+    _split_paths_and_overrides(args, "val_data")
+    run_pretrain(_load(args, TRAINING_FLAGS, "pretrain"), restart=args.restart)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Report loss and perplexity of a checkpoint per dataset."""
+    from tempering.evaluation.evaluate import evaluate_checkpoint, parse_dataset_specs
+    from tempering.tracking.console import print_table
+
+    datasets = parse_dataset_specs(args.data, args.limit or [])
+    result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
+                                 batch_size=args.batch_size, max_batches=args.max_batches, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return
+    rows = [[name, r["path"], r["documents"], f"{r['tokens']:,}", f"{r['loss']:.4f}", f"{r['ppl']:.2f}"]
+            for name, r in result["datasets"].items()]
+    print_table(f"{result['checkpoint']} (step {result['step']}, seq_len {result['seq_len']})",
+                ["dataset", "path", "documents", "tokens", "loss", "ppl"], rows)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Sample a continuation of a prompt, streaming it to the terminal."""
+    from tempering.checkpoint.model_loading import load_model
+    from tempering.generation.sampling import generate_tokens, stream_text
+    from tempering.training.device import pick_device
+
+    loaded = load_model(args.checkpoint, device=pick_device(args.device))
+    tokenizer = loaded.tokenizer
+    tokens = generate_tokens(loaded.model, tokenizer.encode(args.prompt), max_new_tokens=args.max_new_tokens,
+                             eos_id=tokenizer.eos_id, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, seed=args.seed)
+    sys.stdout.write(args.prompt)
+    for piece in stream_text(tokens, tokenizer.decode):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -177,7 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", metavar="key=value", help="Dot-notation overrides.")
     show.set_defaults(func=cmd_config_show)
     schema = config_commands.add_parser("schema", help="Print every config key with type, default and help.")
-    schema.add_argument("--markdown", action="store_true", help="Print a Markdown table (as in docs/config.md).")
     schema.set_defaults(func=cmd_config_schema)
 
     presets = commands.add_parser("presets", help="List model presets with computed parameter counts.")
@@ -210,12 +279,66 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--output", required=True, metavar="DIR", help="Shard directory: manifest.json, train/, val/.")
     _add_config_arguments(prep, PREP_FLAGS)
     prep.set_defaults(func=cmd_prep)
+
+    pretrain = commands.add_parser(
+        "pretrain", help="Pretrain a decoder LM; re-running the same command resumes it.",
+        description="Pretrain a decoder LM on token shards (or raw .txt/.jsonl). Runnable from flags alone; "
+                    "re-running the same command resumes from the newest checkpoint in --save-dir.")
+    _add_training_arguments(pretrain)
+    pretrain.set_defaults(func=cmd_pretrain)
+
+    evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    evaluate.add_argument("--data", nargs="+", action="extend", required=True, metavar="[NAME=]PATH",
+                          help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
+    evaluate.add_argument("--limit", nargs="+", action="extend", metavar="[NAME=]N",
+                          help="Use at most N documents of dataset NAME (or of every dataset).")
+    evaluate.add_argument("--split", choices=["auto", "val", "train"], default="auto",
+                          help="Which split of a shard dir: auto = val when it has one, else train (default auto).")
+    evaluate.add_argument("--seq-len", type=int, metavar="N", help="Window length (default: the one the model trained with).")
+    evaluate.add_argument("--batch-size", type=int, default=8, metavar="N", help="Windows per forward pass (default 8).")
+    evaluate.add_argument("--max-batches", type=int, metavar="N", help="Evaluate at most N batches per dataset.")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
+    evaluate.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    evaluate.set_defaults(func=cmd_eval)
+
+    generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
+    generate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    generate.add_argument("--prompt", required=True, metavar="TEXT", help="Text to continue.")
+    generate.add_argument("--max-new-tokens", type=int, default=100, metavar="N", help="Stop after N new tokens (default 100).")
+    generate.add_argument("--temperature", type=float, default=0.8, metavar="T", help="Sampling temperature; 0 is greedy (default 0.8).")
+    generate.add_argument("--top-k", type=int, metavar="K", help="Sample only among the K most likely tokens.")
+    generate.add_argument("--top-p", type=float, metavar="P", help="Sample only from the smallest set of tokens with probability mass P.")
+    generate.add_argument("--seed", type=int, default=0, metavar="S", help="Sampling seed (default 0).")
+    generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
+    generate.set_defaults(func=cmd_generate)
     return parser
+
+
+CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", action="extend", metavar="PATH",
+                        help="Training data: shard dirs from `temper prep`, or raw files/dirs/globs (repeatable) [data.datasets].")
+    parser.add_argument("--val-data", nargs="+", action="extend", metavar="PATH",
+                        help="Separate validation data; shard dirs contribute their val split when they have one [data.val_data].")
+    parser.add_argument("--restart", action="store_true",
+                        help="Start over: move an existing run in --save-dir aside (never deleted) instead of resuming it.")
+    _add_config_arguments(parser, TRAINING_FLAGS)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `temper` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse takes one run of positionals; overrides may also follow later flags.
+    args, extra = parser.parse_known_args(argv)
+    late_overrides = [item for item in extra if OVERRIDE_PATTERN.match(item)]
+    unknown = [item for item in extra if not OVERRIDE_PATTERN.match(item)]
+    if unknown or (late_overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or late_overrides)}")
+    if late_overrides:
+        args.overrides = list(args.overrides or []) + late_overrides
     try:
         args.func(args)
     except UserError as exc:

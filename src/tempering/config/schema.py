@@ -175,6 +175,7 @@ class DebugConfig(Section):
     """Switches for testing the engine's fault handling."""
 
     inject_nan_at_step: int | None = Field(None, gt=0, description="Make the loss non-finite at this step, once, to exercise recovery.")
+    kill_during_save_at_step: int | None = Field(None, gt=0, description="SIGKILL the process halfway through writing this step's checkpoint, to exercise crash safety.")
 
 
 class Config(Section):

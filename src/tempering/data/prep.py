@@ -1,0 +1,278 @@
+"""`temper prep`: raw files to token shards (read, clean, deduplicate, split, tokenize, pack, write).
+
+`tokenizers` encodes a batch on all cores with the GIL released; meanwhile one thread reads
+and cleans the next batch and another packs and writes the previous one.
+The val split is chosen by a hash of each document's content: deterministic, independent
+of file order, and duplicates always land in the same split. The output is a pure function
+of (input bytes, tokenizer, options), so a re-run with nothing changed does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from rich.markup import escape
+from tokenizers import Encoding, Tokenizer
+
+from tempering.config.schema import PrepConfig
+from tempering.data.cleaning import DocumentCleaner
+from tempering.data.shards import (
+    MANIFEST_FILE,
+    SPLITS,
+    TokenShards,
+    TokenShardsBuilder,
+    read_manifest,
+)
+from tempering.data.sources import SourceStats, discover_files, iter_documents
+from tempering.errors import UserError
+from tempering.tokenizer import TokenizerBundle, load_tokenizer
+from tempering.tracking.console import console, print_table, progress_bar
+
+# A batch also ends at this many characters, which bounds memory when documents are whole files.
+MAX_BATCH_CHARS = 8_000_000
+FIRST_BATCH_DOCUMENTS = 32
+# Options that change speed, never the bytes written; a change to them alone is no reason to rebuild.
+SPEED_ONLY_OPTIONS = frozenset({"batch_size"})
+
+Batch = tuple[list[str], list[bool]]  # texts, and whether each goes to val
+
+
+def run_prep(inputs: list[str] | None, tokenizer_dir: str | Path, output: str | Path, options: PrepConfig) -> dict:
+    """Turn input files into train/val token shards in `output`; print and return a summary."""
+    started = time.perf_counter()
+    output = Path(output)
+    bundle = load_tokenizer(tokenizer_dir)
+    existing = _existing_manifest(output, bundle.fingerprint)
+    files = [file for file in discover_files(list(inputs or [])) if not file.is_relative_to(output.absolute())]
+    if not files:
+        raise UserError(f"no input files outside --output {output}; pass --input PATH")
+    sources = [_describe_source(file) for file in files]
+    recorded_options = {key: value for key, value in options.model_dump(mode="json").items()
+                        if key not in SPEED_ONLY_OPTIONS}
+    if existing is not None and _same_build(existing, sources, recorded_options) and _shards_intact(output):
+        console.print(f"{escape(str(output))} is up to date (same tokenizer, inputs and options); nothing to do")
+        return _summarise(existing, output, wall_time_s=time.perf_counter() - started, up_to_date=True)
+    if existing is not None:
+        _check_only_shards(output)
+    manifest = _build(files, sources, bundle, output, options, recorded_options)
+    summary = _summarise(manifest, output, wall_time_s=time.perf_counter() - started, up_to_date=False)
+    _print_summary(summary)
+    _warn_about_val_split(summary, options)
+    return summary
+
+
+def _existing_manifest(output: Path, fingerprint: str) -> dict | None:
+    """The manifest of shards already in `output`; UserError if `output` holds anything else."""
+    if not output.exists():
+        return None
+    if not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a directory")
+    entries = sorted(entry.name for entry in output.iterdir())
+    if not entries:
+        return None
+    if MANIFEST_FILE not in entries:
+        raise UserError(f"{output} already holds files ({entries[0]}, ...) but no {MANIFEST_FILE}, so they "
+                        f"are not token shards; choose another --output or empty it")
+    try:
+        manifest = read_manifest(output)
+    except UserError as error:
+        raise UserError(f"{output} holds a damaged {MANIFEST_FILE} ({error}); delete {output} or choose "
+                        f"another --output") from error
+    recorded = manifest["tokenizer"]["fingerprint"]
+    if recorded != fingerprint:
+        raise UserError(f"{output} holds shards from another tokenizer (fingerprint {recorded}, this tokenizer "
+                        f"{fingerprint}); choose another --output or delete it")
+    return manifest
+
+
+def _check_only_shards(output: Path) -> None:
+    # A rebuild replaces the whole directory: it must hold nothing prep did not write.
+    foreign = sorted(entry.name for entry in output.iterdir() if entry.name not in (MANIFEST_FILE, *SPLITS))
+    if foreign:
+        raise UserError(f"{output / foreign[0]} was not written by `temper prep`, and rebuilding replaces "
+                        f"{output}; move it away or choose another --output")
+
+
+def _describe_source(file: Path) -> dict:
+    with open(file, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"path": str(file), "sha256": digest, "num_bytes": file.stat().st_size}
+
+
+def _shards_intact(output: Path) -> bool:
+    try:
+        for split in SPLITS:
+            TokenShards(output, split)  # checks that every shard file has its recorded size
+    except UserError:
+        return False
+    return True
+
+
+def _same_build(manifest: dict, sources: list[dict], options: dict) -> bool:
+    return manifest.get("sources") == sources and manifest.get("options") == options
+
+
+def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, output: Path,
+           options: PrepConfig, recorded_options: dict) -> dict:
+    tokenizer = _raw_text_tokenizer(bundle.tokenizer)
+    source_stats = SourceStats()
+    cleaner = DocumentCleaner(dedup=options.dedup)
+    total_bytes = sum(source["num_bytes"] for source in sources)
+    with progress_bar("prep", total=total_bytes) as advance, \
+            TokenShardsBuilder(output, vocab_size=bundle.vocab_size, eos_id=bundle.eos_id,
+                               shard_tokens=options.shard_tokens) as builder:
+        batches = _document_batches(iter_documents(files, options, source_stats, advance), cleaner, options)
+        _tokenize_and_write(batches, tokenizer, builder, bundle.eos_id)
+        if cleaner.stats.num_kept == 0:
+            raise UserError(f"no documents to write: read {source_stats.num_documents:,} from {len(files):,} "
+                            f"file(s), {_describe_removed(cleaner, source_stats)}")
+        return builder.commit(
+            tokenizer={"fingerprint": bundle.fingerprint, "path": str(Path(bundle.path).absolute()),
+                       "vocab_size": bundle.vocab_size, "eos_id": bundle.eos_id},
+            seq_len=options.seq_len,
+            sources=sources,
+            cleaning={
+                "num_files": source_stats.num_files,
+                "num_documents_read": cleaner.stats.num_documents,
+                "num_documents_kept": cleaner.stats.num_kept,
+                "num_text_bytes": cleaner.stats.num_text_bytes,
+                "removed": cleaner.stats.removed(),
+                "malformed_lines": source_stats.malformed_lines,
+                "invalid_utf8_replaced_bytes": source_stats.replaced_bytes,
+                "invalid_utf8_skipped_files": source_stats.skipped_files,
+            },
+            options=recorded_options,
+        )
+
+
+def _raw_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
+    """The tokenizer set up for raw text: special-token strings in a document stay plain text."""
+    # Otherwise a document quoting "<|eos|>" would end early and break the one-EOS-per-document rule.
+    tokenizer.encode_special_tokens = True
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def _describe_removed(cleaner: DocumentCleaner, stats: SourceStats) -> str:
+    removed = cleaner.stats.removed()
+    return (f"{removed['empty']:,} empty, {removed['duplicate']:,} duplicate, {stats.num_malformed_lines:,} "
+            f"malformed lines, {len(stats.skipped_files):,} file(s) skipped for invalid UTF-8")
+
+
+def _document_batches(documents: Iterator[str], cleaner: DocumentCleaner, options: PrepConfig) -> Iterator[Batch]:
+    """Clean documents and group them into tokenizer batches, marking which go to val."""
+    # The first 8 bytes of the content digest, read as a number below 2**64, pick the split.
+    val_below = int(options.val_fraction * 2**64)
+    texts: list[str] = []
+    is_val: list[bool] = []
+    num_chars = 0
+    # Batches start small and double, so the tokenizer starts at once instead of waiting for a full batch.
+    max_documents = min(FIRST_BATCH_DOCUMENTS, options.batch_size)
+    for text in documents:
+        cleaned = cleaner.clean(text)
+        if cleaned is None:
+            continue
+        texts.append(cleaned[0])
+        is_val.append(int.from_bytes(cleaned[1][:8], "big") < val_below)
+        num_chars += len(cleaned[0])
+        if len(texts) >= max_documents or num_chars >= MAX_BATCH_CHARS:
+            yield texts, is_val
+            texts, is_val, num_chars = [], [], 0
+            max_documents = min(2 * max_documents, options.batch_size)
+    if texts:
+        yield texts, is_val
+
+
+def _tokenize_and_write(batches: Iterator[Batch], tokenizer: Tokenizer, builder: TokenShardsBuilder,
+                        eos_id: int) -> None:
+    """Tokenize batch k on all cores while one thread reads batch k+1 and another writes batch k-1."""
+    # Each single-worker pool keeps its stage in order; waiting on the previous future bounds
+    # memory to one batch per stage and re-raises a stage's error here.
+    with ThreadPoolExecutor(1, "prep-read") as reader, ThreadPoolExecutor(1, "prep-write") as writer:
+        next_batch = reader.submit(next, batches, None)
+        written: Future | None = None
+        while (batch := next_batch.result()) is not None:
+            next_batch = reader.submit(next, batches, None)
+            encodings = tokenizer.encode_batch_fast(batch[0], add_special_tokens=False)
+            if written is not None:
+                written.result()
+            written = writer.submit(_write_batch, builder, encodings, batch[1], eos_id)
+        if written is not None:
+            written.result()
+
+
+def _write_batch(builder: TokenShardsBuilder, encodings: list[Encoding], is_val: list[bool], eos_id: int) -> None:
+    if not any(is_val):
+        builder.writers["train"].write(_pack(encodings, eos_id, builder.dtype))
+        return
+    for split, wanted in (("train", False), ("val", True)):
+        selected = [encoding for encoding, flag in zip(encodings, is_val, strict=True) if flag == wanted]
+        builder.writers[split].write(_pack(selected, eos_id, builder.dtype))
+
+
+def _pack(encodings: list[Encoding], eos_id: int, dtype: np.dtype) -> np.ndarray:
+    """Concatenate the encodings' ids, EOS after each, into one array (one pass, no per-document arrays)."""
+    num_tokens = sum(map(len, encodings)) + len(encodings)
+    eos = (eos_id,)
+    ids = itertools.chain.from_iterable(itertools.chain(encoding.ids, eos) for encoding in encodings)
+    return np.fromiter(ids, dtype=dtype, count=num_tokens)
+
+
+def _summarise(manifest: dict, output: Path, *, wall_time_s: float, up_to_date: bool) -> dict:
+    cleaning = manifest["cleaning"]
+    splits = manifest["splits"]
+    input_mb = cleaning["num_text_bytes"] / 1e6
+    return {
+        "output": str(output),
+        "up_to_date": up_to_date,
+        "num_files": cleaning["num_files"],
+        "documents_read": cleaning["num_documents_read"],
+        "documents_kept": cleaning["num_documents_kept"],
+        "dropped": dict(cleaning["removed"]),
+        "malformed_lines": sum(cleaning["malformed_lines"].values()),
+        "invalid_utf8_replaced_bytes": sum(cleaning["invalid_utf8_replaced_bytes"].values()),
+        "invalid_utf8_skipped_files": len(cleaning["invalid_utf8_skipped_files"]),
+        **{split: {"documents": splits[split]["num_documents"], "tokens": splits[split]["num_tokens"],
+                   "shards": len(splits[split]["shards"])} for split in SPLITS},
+        "input_mb": input_mb,
+        "wall_time_s": wall_time_s,
+        "mb_per_s": input_mb / wall_time_s if wall_time_s > 0 else 0.0,
+    }
+
+
+def _print_summary(summary: dict) -> None:
+    rows = [
+        ["files read", f"{summary['num_files']:,}"],
+        ["documents read", f"{summary['documents_read']:,}"],
+        ["  dropped: empty", f"{summary['dropped']['empty']:,}"],
+        ["  dropped: duplicate", f"{summary['dropped']['duplicate']:,}"],
+        ["documents kept", f"{summary['documents_kept']:,}"],
+        ["malformed lines skipped", f"{summary['malformed_lines']:,}"],
+        ["files skipped (invalid UTF-8)", f"{summary['invalid_utf8_skipped_files']:,}"],
+        ["bytes replaced (invalid UTF-8)", f"{summary['invalid_utf8_replaced_bytes']:,}"],
+        ["train documents / tokens", f"{summary['train']['documents']:,} / {summary['train']['tokens']:,}"],
+        ["val documents / tokens", f"{summary['val']['documents']:,} / {summary['val']['tokens']:,}"],
+        ["input text MB", f"{summary['input_mb']:,.2f}"],
+        ["throughput MB/s", f"{summary['mb_per_s']:,.2f}"],
+        ["wall time s", f"{summary['wall_time_s']:,.2f}"],
+    ]
+    print_table(f"temper prep → {summary['output']}", ["", "value"], rows)
+
+
+def _warn_about_val_split(summary: dict, options: PrepConfig) -> None:
+    val_tokens = summary["val"]["tokens"]
+    if options.val_fraction > 0 and val_tokens == 0:
+        console.print(f"[yellow]warning:[/] val_fraction={options.val_fraction} selected no document: "
+                      f"the val split is empty; raise --val-fraction or add data")
+    elif options.seq_len and 0 < val_tokens < options.seq_len + 1:
+        console.print(f"[yellow]warning:[/] the val split holds {val_tokens:,} tokens, fewer than "
+                      f"seq_len + 1 = {options.seq_len + 1:,}, so it yields no validation sequence; "
+                      f"raise --val-fraction")
+

@@ -1,0 +1,63 @@
+"""AdamW with decay/no-decay parameter groups, and the learning-rate schedules.
+
+The schedule is a pure function of the optimizer step, so resuming needs only the
+step number and no scheduler object state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tempering.config.schema import TrainingConfig
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay_everything: bool) -> list[dict]:
+    """Split trainable parameters: matrices decay; norms, biases and embeddings do not (unless asked)."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        is_matrix = param.ndim >= 2 and "embed_tokens" not in name
+        (decay if decay_everything or is_matrix else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters, configured from `training`."""
+    groups = parameter_groups(model, training.weight_decay, training.decay_norms_and_embeddings)
+    return torch.optim.AdamW(groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2),
+                             eps=training.adam_eps)
+
+
+def learning_rate_at(step: int, total_steps: int, training: TrainingConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
+    peak = training.learning_rate
+    warmup = min(training.warmup_steps, total_steps)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    floor = peak * training.min_lr_ratio
+    if training.lr_schedule == "constant":
+        return peak
+    if training.lr_schedule == "wsd":
+        decay_steps = max(1, int(round(training.decay_fraction * total_steps)))
+        decay_start = max(warmup, total_steps - decay_steps)
+        if step < decay_start:
+            return peak
+        progress = (step - decay_start + 1) / max(1, total_steps - decay_start)
+        return peak - (peak - floor) * min(1.0, progress)
+    progress = (step - warmup + 1) / max(1, total_steps - warmup)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -1,0 +1,36 @@
+"""Session fixtures built through the real CLI: sample corpus → tokenizer → shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_temper
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    """A directory holding the sample corpus, a 512-token tokenizer and prose shards."""
+    root = tmp_path_factory.mktemp("pipeline")
+    run_temper("sample-corpus", "--output", root / "corpus", check=True)
+    run_temper("tokenizer", "train", "--input", root / "corpus" / "prose" / "train.jsonl",
+               "--vocab-size", 512, "--output", root / "tok", check=True)
+    run_temper("prep", "--input", root / "corpus" / "prose", "--tokenizer", root / "tok",
+               "--output", root / "shards", "--val-fraction", 0.05, "--seq-len", 32, check=True)
+    return root
+
+
+TINY_RUN = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "4", "--lr", "3e-3",
+            "--warmup-steps", "2", "training.eval_max_batches=4", "training.log_steps=1"]
+
+
+@pytest.fixture
+def pretrain(workspace):
+    """Run `temper pretrain` on the workspace shards with the tiny preset and extra args."""
+
+    def run(save_dir: Path, *extra, check: bool = True, **kwargs):
+        return run_temper("pretrain", "--data", workspace / "shards", "--tokenizer", workspace / "tok",
+                          "--save-dir", save_dir, *TINY_RUN, *extra, check=check, **kwargs)
+
+    return run
