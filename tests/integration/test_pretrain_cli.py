@@ -166,3 +166,28 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(pretrain, tmp_path
     after = load_file(run / "checkpoints" / "step-00000002" / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not list(run.rglob(".tmp-*"))
+
+
+def test_raw_text_data_and_restart_moves_the_old_run_aside(workspace, tmp_path):
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", workspace / "corpus" / "prose" / "val.jsonl", "--tokenizer", workspace / "tok",
+            "--save-dir", run, *TINY_RUN, "--max-steps", "2", "--val-split", "0.2"]
+    first = run_temper(*args, check=True)
+    assert "tokenized" in first.stderr
+    vals = val_records(run)
+    assert vals and vals[0]["step"] == 0  # validation held out from the raw documents
+    again = run_temper(*args, check=True)
+    assert "already finished" in again.stderr
+    restarted = run_temper(*args, "--restart", check=True)
+    assert "moved the previous run aside" in restarted.stderr
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(aside) == 1 and (aside[0] / "final" / "model.safetensors").is_file()
+    assert (run / "final" / "model.safetensors").read_bytes() == (aside[0] / "final" / "model.safetensors").read_bytes()
+
+
+def test_tokenizer_defaults_to_the_one_recorded_in_the_shards(workspace, tmp_path):
+    run = tmp_path / "run"
+    run_temper("pretrain", "--data", workspace / "shards", "--save-dir", run, *TINY_RUN, "--max-steps", "1",
+               check=True)
+    fingerprint = json.loads((workspace / "tok" / "tokenizer_config.json").read_text())["tempering_fingerprint"]
+    assert json.loads((run / "final" / "meta.json").read_text())["tokenizer_fingerprint"] == fingerprint

@@ -7,6 +7,7 @@ does not use are simply left at their defaults.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -105,6 +106,14 @@ class TrainingConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Compute precision (bf16/fp16 via autocast).")
     compile: bool = Field(False, description="Compile the model with torch.compile.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    best_metric: Literal["new", "original"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping.")
+    freeze: list[str] = Field(default_factory=list, description="Freeze parameters whose names match these patterns (fnmatch, e.g. model.layers.[0-3].*).")
+    freeze_first_blocks: int = Field(0, ge=0, description="Freeze the embeddings and the first N decoder blocks.")
+    train_only_head: bool = Field(False, description="Train only the output head (lm_head) and final norm.")
+    lr_groups: dict[str, float] = Field(default_factory=dict, description="Learning rate per parameter-name pattern (first match wins); others use learning_rate.")
+    layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0, description="Layer-wise LR decay: block i gets learning_rate * decay^(n_layers - i); embeddings the lowest.")
+    unfreeze_top_blocks: int | None = Field(None, gt=0, description="Progressive unfreezing: start with only the top K blocks (and head) trainable.")
+    unfreeze_every_steps: int | None = Field(None, gt=0, description="Progressive unfreezing: make one more block trainable every S steps.")
 
     @model_validator(mode="after")
     def _one_length_and_one_batch(self) -> TrainingConfig:
@@ -130,12 +139,21 @@ class TrainingConfig(Section):
         return 1
 
 
-class CheckpointConfig(Section):
-    """Which checkpoint a stage starts from (post-train, SFT, DPO)."""
+with warnings.catch_warnings():
+    # `validate` is the key users write; as a field it shadows pydantic's deprecated
+    # BaseModel.validate classmethod, which nothing here uses.
+    warnings.filterwarnings("ignore", message='Field name "validate"')
 
-    source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name} placeholders are filled.")
-    select: Literal["best", "final", "latest"] = Field("best", description="For a run dir: which of its checkpoints to use.")
-    validate_source: bool = Field(True, description="Check the source checkpoint's files, config and tokenizer before starting.")
+    class CheckpointConfig(Section):
+        """Which checkpoint a stage starts from (post-train, SFT, DPO), and what state it keeps."""
+
+        source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name}, {seed}, {stage} and {section.key} placeholders are filled from this config.")
+        select: Literal["best", "final", "latest"] = Field("best", description="For a run dir: which of its checkpoints to use.")
+        validate: bool = Field(True, description="Check the source checkpoint's files, config and tokenizer fingerprint before starting.")
+        cache_file: Path | None = Field(None, description="Previous-run cache (JSON) every training run writes; default $TEMPERING_CACHE_DIR or ~/.cache/tempering, file last_run.json.")
+        reset_optimizer: bool = Field(False, description="Post-training: start with empty optimizer state instead of the source's.")
+        reset_scheduler: bool = Field(False, description="Post-training: restart the learning-rate schedule (warmup included) instead of continuing the source's.")
+        reset_step: bool = Field(False, description="Post-training: count steps from 0 instead of continuing the source's step counter.")
 
 
 class SftConfig(Section):

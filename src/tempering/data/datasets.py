@@ -7,6 +7,7 @@ here once into memory.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def open_source(dataset: DatasetConfig, tokenizer, split: str = "train") -> Toke
 
 def _tokenize_raw(dataset: DatasetConfig, tokenizer) -> TokenSource:
     from tempering.data.cleaning import normalize_text
+    from tempering.data.prep import raw_text_tokenizer
     from tempering.data.sources import SourceStats, discover_files, iter_documents
 
     files = discover_files([dataset.path])
@@ -88,7 +90,8 @@ def _tokenize_raw(dataset: DatasetConfig, tokenizer) -> TokenSource:
         texts = texts[:dataset.limit]
     if not texts:
         raise UserError(f"{dataset.path}: no non-empty documents to train on")
-    encoded = tokenizer.encode_batch(texts)
+    encoder = raw_text_tokenizer(copy.deepcopy(tokenizer.tokenizer))  # the same encoding as `temper prep`
+    encoded = [e.ids for e in encoder.encode_batch_fast(texts, add_special_tokens=False)]
     lengths = np.fromiter((len(ids) + 1 for ids in encoded), np.int64, len(encoded))
     tokens = np.empty(int(lengths.sum()), np.int32)
     ends = np.cumsum(lengths)

@@ -67,6 +67,12 @@ def spans_of_documents(read: TokenReader, document_ends: np.ndarray, keep: np.nd
 class PackedSequences:
     """Fixed-length windows of seq_len+1 tokens over concatenated spans."""
 
+    def eval_batches(self, batch_size: int):
+        """Yield {"tokens": (b, seq_len+1)} batches over all windows in order (the last one may be smaller)."""
+        for start in range(0, self.num_sequences, batch_size):
+            rows = range(start, min(self.num_sequences, start + batch_size))
+            yield {"tokens": np.stack([self[i].astype(np.int64) for i in rows])}
+
     def __init__(self, spans: TokenSpans, seq_len: int):
         self.spans = spans
         self.seq_len = seq_len
@@ -155,10 +161,10 @@ class SequenceBatches:
                                              shuffle=self.shuffle)}
         return self._plans[epoch]
 
-    def batch(self, micro_batch: int) -> np.ndarray:
-        """Tokens of global micro-batch `micro_batch`: int64 array (batch_size, seq_len + 1)."""
+    def batch(self, micro_batch: int) -> dict[str, np.ndarray]:
+        """Global micro-batch `micro_batch`: {"tokens": int64 (batch_size, seq_len + 1)}."""
         epoch, index = divmod(micro_batch, self.batches_per_epoch)
         plan = self.plan(epoch)
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return np.stack([self.datasets[d][int(i)].astype(np.int64)
-                         for d, i in zip(plan.dataset_index[rows], plan.sequence_index[rows], strict=True)])
+        return {"tokens": np.stack([self.datasets[d][int(i)].astype(np.int64)
+                                    for d, i in zip(plan.dataset_index[rows], plan.sequence_index[rows], strict=True)])}

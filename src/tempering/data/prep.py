@@ -120,7 +120,7 @@ def _same_build(manifest: dict, sources: list[dict], options: dict) -> bool:
 
 def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, output: Path,
            options: PrepConfig, recorded_options: dict) -> dict:
-    tokenizer = _raw_text_tokenizer(bundle.tokenizer)
+    tokenizer = raw_text_tokenizer(bundle.tokenizer)
     source_stats = SourceStats()
     cleaner = DocumentCleaner(dedup=options.dedup)
     total_bytes = sum(source["num_bytes"] for source in sources)
@@ -151,7 +151,7 @@ def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, outp
         )
 
 
-def _raw_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
+def raw_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     """The tokenizer set up for raw text: special-token strings in a document stay plain text."""
     # Otherwise a document quoting "<|eos|>" would end early and break the one-EOS-per-document rule.
     tokenizer.encode_special_tokens = True

@@ -103,10 +103,12 @@ class TokenShardsBuilder:
     def __init__(self, output: Path, *, vocab_size: int, eos_id: int, shard_tokens: int):
         self.output = Path(output)
         self.dtype = token_dtype(vocab_size)
-        self.output.parent.mkdir(parents=True, exist_ok=True)
         # mkdir, not tempfile.mkdtemp: the finished directory gets the usual (umask) permissions.
         self._build_dir = self.output.parent / f".{self.output.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self._build_dir.mkdir()
+        try:
+            self._build_dir.mkdir(parents=True)
+        except OSError as error:
+            raise UserError(f"cannot write beside {self.output} ({error}); choose another output directory") from error
         self.writers = {split: TokenShardWriter(self._build_dir, split, dtype=self.dtype, eos_id=eos_id,
                                                 shard_tokens=shard_tokens) for split in SPLITS}
 

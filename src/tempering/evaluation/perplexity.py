@@ -11,32 +11,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from tempering.data.packing import PackedSequences
-
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, sets: list[PackedSequences], objective, *, batch_size: int,
-                  device: torch.device, max_batches: int | None = None,
+def evaluate_loss(model: nn.Module, sets: list, objective, *, batch_size: int, device: torch.device,
+                  max_batches: int | None = None,
                   autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict:
-    """Token-weighted mean loss and perplexity over all windows of all sets, in order.
+    """Unit-weighted mean loss and perplexity over every batch of every set, in order.
 
-    `max_batches` caps the batches per set; the last, smaller batch of a set is kept.
+    A set is anything with `eval_batches(batch_size)` yielding numpy batch dicts;
+    `max_batches` caps the batches per set. Extra objective metrics (DPO) are averaged.
     """
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    total_tokens = 0
-    for sequences in sets:
-        num_batches = -(-len(sequences) // batch_size)
-        if max_batches is not None:
-            num_batches = min(num_batches, max_batches)
-        for b in range(num_batches):
-            rows = range(b * batch_size, min(len(sequences), (b + 1) * batch_size))
-            tokens = torch.from_numpy(np.stack([sequences[i].astype(np.int64) for i in rows])).to(device)
+    total_units = 0
+    extras: dict[str, torch.Tensor] = {}
+    num_batches = 0
+    for eval_set in sets:
+        for index, batch in enumerate(eval_set.eval_batches(batch_size)):
+            if max_batches is not None and index >= max_batches:
+                break
+            tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if isinstance(v, np.ndarray)}
             with autocast():
-                loss_sum, num_tokens = objective(model, tokens)
+                loss_sum, num_units, *rest = objective(model, tensors)
             total_loss += loss_sum.double()
-            total_tokens += int(num_tokens)
+            total_units += int(num_units)
+            num_batches += 1
+            for name, value in (rest[0] if rest else {}).items():
+                extras[name] = extras.get(name, 0) + value.double()
     model.train(was_training)
-    loss = (total_loss / max(total_tokens, 1)).item()
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": total_tokens}
+    loss = (total_loss / max(total_units, 1)).item()
+    result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": total_units}
+    result.update({name: (value / max(num_batches, 1)).item() for name, value in extras.items()})
+    return result

@@ -34,9 +34,13 @@ class TrainingProgress:
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
 
-    def advance(self, *, tokens: int, lr: float) -> None:
+    def advance(self, *, lr: float) -> None:
         """Count one optimizer step."""
         self._progress.update(self._task, advance=1, lr=f"{lr:.2e}")
+
+    def reset(self, step: int) -> None:
+        """Move the bar back to `step` (after a recovery restored an earlier state)."""
+        self._progress.update(self._task, completed=step)
 
     def show(self, *, loss: float, tokens_per_s: float) -> None:
         """Show the latest logged loss and throughput (plain line when not a terminal)."""

@@ -1,9 +1,10 @@
 """The one training loop every stage shares (pretrain, post-train, SFT, DPO).
 
 `train(setup)` reads top to bottom: resume, then per optimizer step — learning rate,
-micro-batches, forward, loss normalised by the supervised tokens of the whole step,
-backward, clip, step — then log, evaluate, save, stop. Stages differ only in the
-`TrainingSetup` they assemble (objective, data, model).
+micro-batches, forward, loss normalised by the supervised units (tokens, or pairs for
+DPO) of the whole optimizer step, backward, clip, a finiteness check that rolls back to
+the last good state, step — then log, evaluate, save, stop. Stages differ only in the
+`TrainingSetup` they assemble (objective, data, model, starting state).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +29,7 @@ from tempering.checkpoint.io import load_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
-from tempering.data.packing import PackedSequences, SequenceBatches
+from tempering.errors import UserError
 from tempering.evaluation.perplexity import evaluate_loss
 from tempering.tracking.console import console
 from tempering.tracking.metrics import MetricsLog, truncate_after_step
@@ -36,6 +38,10 @@ from tempering.training.device import autocast
 from tempering.training.objectives import Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
 from tempering.training.run_dir import write_json_atomic
+
+# A batch as the data side hands it over: arrays (None when unused, e.g. no document mask),
+# plus optionally "num_tokens" (an int) when the loss unit is not the token (DPO: pairs).
+NumpyBatch = dict[str, np.ndarray | int | None]
 
 
 @dataclass
@@ -51,6 +57,9 @@ class TrainState:
     last_val: dict = field(default_factory=dict)
     first_val: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
+    recoveries: int = 0
+    skipped_micro_batches: list[int] = field(default_factory=list)  # first micro-batch of each skipped window
+    nan_injected: bool = False
 
 
 @dataclass
@@ -62,9 +71,9 @@ class TrainingSetup:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     objective: Objective
-    count_tokens: Callable[[torch.Tensor], int]
-    train_batches: SequenceBatches
-    val_sets: dict[str, list[PackedSequences]]  # split name ("val" or "val:<name>") -> windows
+    count_units: Callable[[NumpyBatch], int]  # supervised tokens (or pairs) in a batch
+    train_batches: object  # .batch(micro_batch) -> NumpyBatch, .batches_per_epoch
+    val_sets: dict[str, list]  # split ("val", "val:new", ...) -> sets with .eval_batches(batch_size)
     device: torch.device
     total_steps: int
     length_reason: str  # why training ends when it runs to total_steps: max_steps, epochs, ...
@@ -72,6 +81,9 @@ class TrainingSetup:
     tokenizer_dir: Path | None
     meta: dict  # extra checkpoint meta: tokenizer_fingerprint, source_checkpoint, post_training, ...
     best_split: str = "val"  # the val split whose loss drives best/ and early stopping
+    initial_state: TrainState = field(default_factory=TrainState)  # post-training starts at the source's step
+    schedule_offset: int = 0  # steps of the LR schedule already behind this run (a continued scheduler)
+    update_trainable: Callable[[int], None] | None = None  # progressive unfreezing, called every step
 
 
 def train(setup: TrainingSetup) -> dict:
@@ -79,9 +91,9 @@ def train(setup: TrainingSetup) -> dict:
     cfg = setup.config.training
     model, optimizer, device = setup.model, setup.optimizer, setup.device
     manager = CheckpointManager(setup.run_dir, cfg.save_total_limit)
-    state = _resume(setup, manager)
+    state = _resume(setup, manager) or dataclasses.replace(setup.initial_state)
     summary_file = setup.run_dir / "summary.json"
-    if summary_file.exists() and state.step > 0:
+    if summary_file.exists() and state.step > setup.initial_state.step:
         finished = json.loads(summary_file.read_text(encoding="utf-8"))
         if finished.get("final_step") == state.step:  # ran to its end (or stopped early) already
             console.print(f"{setup.run_dir} already finished at step {state.step} ({finished['stop_reason']}); "
@@ -92,78 +104,84 @@ def train(setup: TrainingSetup) -> dict:
     amp = partial(autocast, device, cfg.precision)
     accumulation = cfg.accumulation_steps
     batches_per_epoch = setup.train_batches.batches_per_epoch
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    save = partial(_save, setup, manager)
+    save = partial(_save, setup, manager, metrics)
+    good_state = _snapshot(setup, state) if cfg.max_recoveries and manager.latest_resumable() is None else None
     stop_reason = setup.length_reason
     started = time.perf_counter() - state.elapsed_s
-    window_start, window_tokens = time.perf_counter(), 0
-    window_loss = torch.zeros((), dtype=torch.float64, device=device)
-    epoch_loss, epoch_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
+    window = _Window(device)
+    epoch_loss, epoch_units = torch.zeros((), dtype=torch.float64, device=device), 0
 
     if not state.first_val and setup.val_sets:
-        state.first_val = _evaluate(setup, amp)
-        state.last_val = state.first_val
-        metrics.write({"step": state.step, "epoch": 0.0, **_flatten_val(state.first_val)})
+        state.first_val = state.last_val = _evaluate(setup, amp)
+        console.print("before training: " + _val_line(state.first_val))
+        _write_val(metrics, state, batches_per_epoch)
     model.train()
     with TrainingProgress(setup.total_steps, state.step) as progress:
         while state.step < setup.total_steps:
-            lr = learning_rate_at(state.step, setup.total_steps, cfg)
+            if state.micro_batch in state.skipped_micro_batches:  # a window that produced NaN: never again
+                state.micro_batch += accumulation
+                continue
+            if setup.update_trainable is not None:
+                setup.update_trainable(state.step)
+            lr = _learning_rate(setup, state.step)
             set_learning_rate(optimizer, lr)
 
-            # One optimizer step: every micro-batch's summed loss is divided by the
-            # supervised tokens of the whole step, so the gradient equals one big batch.
-            micro_batches = [torch.from_numpy(setup.train_batches.batch(state.micro_batch + i)).to(device)
-                             for i in range(accumulation)]
-            num_tokens = sum(setup.count_tokens(tokens) for tokens in micro_batches)
-            step_loss_sum = accumulate_gradients(model, step_loss, micro_batches, num_tokens, amp)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            # One optimizer step: each micro-batch's summed loss is divided by the supervised
+            # units of the whole step, so the gradient equals that of one big batch.
+            batches = [setup.train_batches.batch(state.micro_batch + i) for i in range(accumulation)]
+            num_units = sum(setup.count_units(batch) for batch in batches)
+            inject_nan = setup.config.debug.inject_nan_at_step == state.step + 1 and not state.nan_injected
+            step_loss_sum, extras = accumulate_gradients(model, step_loss, [_to_device(b, device) for b in batches],
+                                                         num_units, amp, inject_nan=inject_nan)
+            state.nan_injected |= inject_nan
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.grad is not None], cfg.grad_clip or math.inf)
+            # Non-finite loss or gradients: roll back to the last good state, skip this window.
+            if not torch.isfinite(step_loss_sum + grad_norm).item():
+                optimizer.zero_grad(set_to_none=True)
+                state = _recover(setup, manager, metrics, state, good_state, accumulation)
+                progress.reset(state.step)
+                continue
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
             epoch_before = state.micro_batch // batches_per_epoch
             state.step += 1
             state.micro_batch += accumulation
-            state.tokens_seen += num_tokens
+            state.tokens_seen += sum(int(b.get("num_tokens", 0)) for b in batches) or num_units
             epoch_ended = state.micro_batch // batches_per_epoch > epoch_before
-            window_loss += step_loss_sum
-            window_tokens += num_tokens
+            window.add(step_loss_sum, num_units, extras)
             epoch_loss += step_loss_sum
-            epoch_tokens += num_tokens
-            progress.advance(tokens=num_tokens, lr=lr)
+            epoch_units += num_units
+            progress.advance(lr=lr)
 
-            # Log: the only host synchronisation of a step happens here, every log_steps.
+            # Log: the only host synchronisation of a healthy step besides the finiteness check.
             if state.step % cfg.log_steps == 0 or state.step == setup.total_steps or epoch_ended:
-                now = time.perf_counter()
-                loss = (window_loss / window_tokens).item()
-                record = {"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4),
-                          "split": "train", "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": lr,
-                          "grad_norm": grad_norm.item(), "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
-                          "tokens_seen": state.tokens_seen, "time_s": round(now - started, 3)}
+                record = window.record(state, lr, grad_norm, batches_per_epoch, started)
                 metrics.write(record)
-                progress.show(loss=loss, tokens_per_s=record["tokens_per_s"])
-                window_start, window_tokens = now, 0
-                window_loss.zero_()
+                progress.show(loss=record["loss"], tokens_per_s=record["tokens_per_s"])
 
             # Evaluate every eval_steps, at each epoch end, and at the end of training.
-            evaluated = (cfg.eval_steps and state.step % cfg.eval_steps == 0) or epoch_ended \
+            evaluated = bool(cfg.eval_steps and state.step % cfg.eval_steps == 0) or epoch_ended \
                 or state.step == setup.total_steps
             improved = False
             if evaluated and setup.val_sets:
                 state.last_val = _evaluate(setup, amp)
-                metrics.write({"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4),
-                               **_flatten_val(state.last_val)})
+                _write_val(metrics, state, batches_per_epoch)
                 improved = _track_best(state, setup.best_split)
+                progress.print(f"step {state.step}: " + _val_line(state.last_val) + ("  ★ new best" if improved else ""))
                 if improved:
                     save("best", state)
             if epoch_ended:
-                train_loss = (epoch_loss / max(epoch_tokens, 1)).item()
+                train_loss = (epoch_loss / max(epoch_units, 1)).item()
                 progress.print(_epoch_line(epoch_before + 1, train_loss, state.last_val if evaluated else {}, improved))
                 epoch_loss.zero_()
-                epoch_tokens = 0
+                epoch_units = 0
 
             if cfg.save_steps and state.step % cfg.save_steps == 0:
                 state.elapsed_s = time.perf_counter() - started
                 save("periodic", state)
+                good_state = None  # the checkpoint on disk is now the recovery point
             if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
                 stop_reason = "early_stopping"
                 metrics.write({"event": "early_stop", "step": state.step,
@@ -179,50 +197,153 @@ def train(setup: TrainingSetup) -> dict:
     return summary
 
 
-def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: list[torch.Tensor],
-                         num_tokens: int, amp=contextlib.nullcontext) -> torch.Tensor:
-    """Backpropagate each micro-batch's summed loss divided by the step's token count; return the loss sum."""
-    step_loss_sum = torch.zeros((), dtype=torch.float64, device=micro_batches[0].device)
-    for tokens in micro_batches:
+def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: list[dict],
+                         num_units: int, amp=contextlib.nullcontext, *,
+                         inject_nan: bool = False) -> tuple[torch.Tensor, dict]:
+    """Backpropagate each micro-batch's summed loss divided by the step's units; return the loss sum and extras.
+
+    Extras are an objective's extra metrics (DPO rewards), averaged over the micro-batches.
+    """
+    step_loss_sum = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
+    extras: dict[str, torch.Tensor] = {}
+    for batch in micro_batches:
         with amp():
-            loss_sum, _ = objective(model, tokens)
-        (loss_sum / num_tokens).backward()
+            loss_sum, _, *rest = objective(model, batch)
+        if inject_nan:  # debug.inject_nan_at_step: poison this step once
+            loss_sum = loss_sum * float("nan")
+        (loss_sum / num_units).backward()
         step_loss_sum += loss_sum.detach().double()
-    return step_loss_sum
+        for name, value in (rest[0] if rest else {}).items():
+            extras[name] = extras.get(name, 0) + value.detach().double() / len(micro_batches)
+    return step_loss_sum, extras
 
 
-def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState:
+class _Window:
+    """Loss, units and extra metrics since the last train log line (device tensors, no sync)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.units, self.steps, self.extras, self.start = 0, 0, {}, time.perf_counter()
+
+    def add(self, loss_sum: torch.Tensor, units: int, extras: dict) -> None:
+        self.loss += loss_sum
+        self.units += units
+        self.steps += 1
+        for name, value in extras.items():
+            self.extras[name] = self.extras.get(name, 0) + value
+
+    def record(self, state: TrainState, lr: float, grad_norm: torch.Tensor, batches_per_epoch: int,
+               started: float) -> dict:
+        now = time.perf_counter()
+        loss = (self.loss / max(self.units, 1)).item()
+        record = {"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4), "split": "train",
+                  "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": lr, "grad_norm": grad_norm.item(),
+                  "tokens_per_s": self.units / max(now - self.start, 1e-9), "tokens_seen": state.tokens_seen,
+                  "time_s": round(now - started, 3)}
+        record.update({name: (value / self.steps).item() for name, value in self.extras.items()})
+        self._reset()
+        return record
+
+
+def _learning_rate(setup: TrainingSetup, step: int) -> float:
+    """LR for a step, on a schedule that may have started before this run (continued post-training)."""
+    start = setup.initial_state.step
+    return learning_rate_at(step - start + setup.schedule_offset,
+                            setup.total_steps - start + setup.schedule_offset, setup.config.training)
+
+
+def _to_device(batch: NumpyBatch, device: torch.device) -> dict:
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()
+            if isinstance(v, np.ndarray)}
+
+
+def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState | None:
     """Restore model, optimizer, RNG and counters from the newest complete checkpoint, if any."""
     path = manager.latest_resumable()
     if path is None:
-        return TrainState()
-    checkpoint = load_checkpoint(path)
-    setup.model.load_exported_state_dict(checkpoint.load_weights(device=str(setup.device)))
-    trainer_state = checkpoint.load_trainer_state()
-    setup.optimizer.load_state_dict(trainer_state["optimizer"])
-    restore_rng_state(trainer_state["rng"])
-    state = TrainState(**trainer_state["train_state"])
+        return None
+    state = _load_state(setup, path)
     truncate_after_step(setup.run_dir / "metrics.jsonl", state.step)
     console.print(f"resuming from {path} at step {state.step}/{setup.total_steps}")
     return state
 
 
+def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
+    checkpoint = load_checkpoint(path)
+    setup.model.load_exported_state_dict(checkpoint.load_weights(device=str(setup.device)))
+    trainer_state = checkpoint.load_trainer_state()
+    setup.optimizer.load_state_dict(trainer_state["optimizer"])
+    restore_rng_state(trainer_state["rng"])
+    return TrainState(**trainer_state["train_state"])
+
+
+def _snapshot(setup: TrainingSetup, state: TrainState) -> dict:
+    """In-memory copy of the starting state: the recovery point until the first checkpoint exists."""
+    return {"weights": {k: v.detach().clone() for k, v in setup.model.export_state_dict().items()},
+            "optimizer": _clone(setup.optimizer.state_dict()), "rng": capture_rng_state(),
+            "state": dataclasses.replace(state)}
+
+
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
+def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog, state: TrainState,
+             good_state: dict | None, accumulation: int) -> TrainState:
+    """Reload the newest good state and mark the offending micro-batch window to be skipped."""
+    bad_step, bad_window = state.step + 1, state.micro_batch
+    if state.recoveries >= setup.config.training.max_recoveries:
+        metrics.write({"event": "diverged", "step": bad_step, "recoveries": state.recoveries})
+        metrics.close()
+        raise UserError(f"non-finite loss or gradient at step {bad_step} after {state.recoveries} recoveries "
+                        f"(training.max_recoveries={setup.config.training.max_recoveries}); checkpoints in "
+                        f"{setup.run_dir} are intact — lower --lr or raise training.max_recoveries")
+    path = manager.latest_resumable()
+    if path is not None:
+        restored = _load_state(setup, path)
+    else:
+        setup.model.load_exported_state_dict(good_state["weights"])
+        setup.optimizer.load_state_dict(_clone(good_state["optimizer"]))
+        restore_rng_state(good_state["rng"])
+        restored = dataclasses.replace(good_state["state"])
+    # What happened after the restored point stays known: recoveries, skips, the one-off injection.
+    restored.recoveries = state.recoveries + 1
+    restored.skipped_micro_batches = sorted({*state.skipped_micro_batches, bad_window})
+    restored.nan_injected = state.nan_injected
+    restored.elapsed_s = state.elapsed_s
+    metrics.write({"event": "recovery", "step": bad_step, "restored_step": restored.step,
+                   "restored_from": str(path) if path else "start of run",
+                   "skipped_micro_batches": [bad_window, bad_window + accumulation - 1],
+                   "recoveries": restored.recoveries})
+    console.print(f"non-finite loss at step {bad_step}: restored step {restored.step} "
+                  f"from {path or 'the start of the run'} and skipping micro-batches "
+                  f"{bad_window}–{bad_window + accumulation - 1} (recovery {restored.recoveries}/"
+                  f"{setup.config.training.max_recoveries})")
+    return restored
+
+
 def _evaluate(setup: TrainingSetup, amp) -> dict[str, dict]:
     cfg = setup.config.training
-    return {split: evaluate_loss(setup.model, sequences, setup.objective, batch_size=cfg.batch_size,
+    return {split: evaluate_loss(setup.model, sets, setup.objective, batch_size=cfg.batch_size,
                                  device=setup.device, max_batches=cfg.eval_max_batches, autocast=amp)
-            for split, sequences in setup.val_sets.items()}
+            for split, sets in setup.val_sets.items()}
 
 
-def _flatten_val(results: dict[str, dict]) -> dict:
-    """One metrics record per evaluation: `split` is the driving split; others get prefixed keys."""
-    record: dict = {}
-    for index, (split, values) in enumerate(results.items()):
-        if index == 0:
-            record.update({"split": split, "loss": values["loss"], "ppl": values["ppl"]})
-        else:
-            record.update({f"{split}/loss": values["loss"], f"{split}/ppl": values["ppl"]})
-    return record
+def _write_val(metrics: MetricsLog, state: TrainState, batches_per_epoch: int) -> None:
+    """One metrics record per validation split."""
+    for split, values in state.last_val.items():
+        metrics.write({"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4),
+                       "split": split, **{k: v for k, v in values.items() if k != "tokens"}})
 
 
 def _track_best(state: TrainState, split: str) -> bool:
@@ -235,34 +356,41 @@ def _track_best(state: TrainState, split: str) -> bool:
     return False
 
 
-def _save(setup: TrainingSetup, manager: CheckpointManager, kind: str, state: TrainState) -> Path:
-    """Write a periodic, best or final checkpoint with everything a resume needs."""
+def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog, kind: str,
+          state: TrainState) -> Path:
+    """Write a periodic, best or final checkpoint with everything a resume needs, and log it."""
     val = state.last_val.get(setup.best_split, {})
     meta = {**setup.meta, "step": state.step,
             "epoch": round(state.micro_batch / setup.train_batches.batches_per_epoch, 4),
             "val_loss": val.get("loss"), "val_ppl": val.get("ppl"), "model_type": "llama",
-            "stage": setup.config.stage}
-    trainer_state = {"optimizer": setup.optimizer.state_dict(), "scheduler": {"step": state.step},
+            "stage": setup.config.stage, "learning_rate": setup.config.training.learning_rate}
+    trainer_state = {"optimizer": setup.optimizer.state_dict(),
+                     "scheduler": {"step": state.step - setup.initial_state.step + setup.schedule_offset},
                      "scaler": {}, "rng": capture_rng_state(), "train_state": dataclasses.asdict(state)}
     payload = dict(weights=setup.model.export_state_dict(), hf_config=setup.hf_config, meta=meta,
                    trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir)
     if setup.config.debug.kill_during_save_at_step == state.step:
         payload["on_partial_write"] = lambda: os.kill(os.getpid(), signal.SIGKILL)
     if kind == "periodic":
-        return manager.save_periodic(state.step, **payload)
-    return manager.save_best(**payload) if kind == "best" else manager.save_final(**payload)
+        path = manager.save_periodic(state.step, **payload)
+    else:
+        path = manager.save_best(**payload) if kind == "best" else manager.save_final(**payload)
+    metrics.write({"event": "checkpoint", "step": state.step, "kind": kind, "path": str(path)})
+    return path
+
+
+def _val_line(val: dict) -> str:
+    return " | ".join(f"{split} loss {values['loss']:.4f} ppl {values['ppl']:.2f}" for split, values in val.items())
 
 
 def _epoch_line(epoch: int, train_loss: float, val: dict, improved: bool) -> str:
-    parts = [f"epoch {epoch}: train loss {train_loss:.4f} ppl {math.exp(min(train_loss, 50.0)):.2f}"]
-    for split, values in val.items():
-        parts.append(f"{split} loss {values['loss']:.4f} ppl {values['ppl']:.2f}")
-    return " | ".join(parts) + ("  ★ new best" if improved else "")
+    line = f"epoch {epoch}: train loss {train_loss:.4f} ppl {math.exp(min(train_loss, 50.0)):.2f}"
+    return line + (" | " + _val_line(val) if val else "") + ("  ★ new best" if improved else "")
 
 
 def _summary(setup: TrainingSetup, state: TrainState, stop_reason: str) -> dict:
     return {"stop_reason": stop_reason, "final_step": state.step, "total_steps": setup.total_steps,
-            "best_step": state.best_step, "best_val_loss": state.best_val_loss,
+            "best_step": state.best_step, "best_split": setup.best_split, "best_val_loss": state.best_val_loss,
             "best_val_ppl": math.exp(min(state.best_val_loss, 50.0)) if state.best_val_loss is not None else None,
-            "val_at_start": state.first_val, "val_at_end": state.last_val,
+            "val_at_start": state.first_val, "val_at_end": state.last_val, "recoveries": state.recoveries,
             "tokens_seen": state.tokens_seen, "wall_time_s": round(state.elapsed_s, 3)}

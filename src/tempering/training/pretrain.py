@@ -19,7 +19,7 @@ from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 from tempering.training.device import pick_device
 from tempering.training.loop import TrainingSetup, train
-from tempering.training.objectives import OBJECTIVES, count_supervised_tokens
+from tempering.training.objectives import OBJECTIVES, count_window_tokens
 from tempering.training.optim import build_optimizer
 from tempering.training.run_dir import prepare_run_dir
 
@@ -47,7 +47,7 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
                   f"{config.training.batch_size * config.training.accumulation_steps} × {config.data.seq_len} tokens")
     setup = TrainingSetup(
         config=config, run_dir=run_dir, model=model, optimizer=optimizer, objective=OBJECTIVES["clm"],
-        count_tokens=count_supervised_tokens, train_batches=data.train_batches, val_sets=data.val_sets,
+        count_units=count_window_tokens, train_batches=data.train_batches, val_sets=data.val_sets,
         device=device, total_steps=total_steps, length_reason=length_reason,
         hf_config=to_hf_config(arch, dropout=config.model.dropout, bos_id=tokenizer.bos_id,
                                eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id),
@@ -65,7 +65,7 @@ def resolve_tokenizer_path(config: Config) -> Path:
         if is_shard_dir(Path(dataset.path)):
             from tempering.data.shards import read_manifest
 
-            recorded = read_manifest(Path(dataset.path)).get("tokenizer_path")
+            recorded = read_manifest(Path(dataset.path)).get("tokenizer", {}).get("path")
             if recorded:
                 return Path(recorded)
     raise UserError("no tokenizer: give --tokenizer DIR (or tokenizer.path in the config)")

@@ -71,10 +71,10 @@ def test_batches_are_addressable_by_global_index():
     tokens = np.arange(1001)
     batches = SequenceBatches([PackedSequences(spans_over(tokens), 10)], [1.0], batch_size=4, seed=0)
     assert batches.batches_per_epoch == 25
-    first = batches.batch(3)
-    again = SequenceBatches([PackedSequences(spans_over(tokens), 10)], [1.0], batch_size=4, seed=0).batch(3)
+    first = batches.batch(3)["tokens"]
+    again = SequenceBatches([PackedSequences(spans_over(tokens), 10)], [1.0], batch_size=4, seed=0).batch(3)["tokens"]
     assert first.shape == (4, 11) and (first == again).all()
     assert (first[:, 1:] == first[:, :-1] + 1).all()  # each row is a contiguous window
-    epoch_rows = np.concatenate([batches.batch(i) for i in range(25)])
+    epoch_rows = np.concatenate([batches.batch(i)["tokens"] for i in range(25)])
     assert sorted(epoch_rows[:, 0].tolist()) == list(range(0, 1000, 10))
-    assert not (batches.batch(25) == batches.batch(0)).all()  # epoch 1 reshuffles
+    assert not (batches.batch(25)["tokens"] == batches.batch(0)["tokens"]).all()  # epoch 1 reshuffles

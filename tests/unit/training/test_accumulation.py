@@ -7,13 +7,14 @@ import torch
 from tempering.config.presets import PRESETS
 from tempering.models import build_model
 from tempering.training.loop import accumulate_gradients
-from tempering.training.objectives import causal_lm_loss, count_supervised_tokens
+from tempering.training.objectives import causal_lm_loss, count_window_tokens
 
 
 def gradients(model, micro_batches):
     model.zero_grad(set_to_none=True)
-    num_tokens = sum(count_supervised_tokens(b) for b in micro_batches)
-    loss_sum = accumulate_gradients(model, causal_lm_loss, micro_batches, num_tokens)
+    batches = [{"tokens": tokens} for tokens in micro_batches]
+    num_tokens = sum(count_window_tokens({"tokens": tokens.numpy()}) for tokens in micro_batches)
+    loss_sum, _ = accumulate_gradients(model, causal_lm_loss, batches, num_tokens)
     return loss_sum, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 

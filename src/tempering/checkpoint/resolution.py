@@ -1,0 +1,263 @@
+"""Which checkpoint a post-train, SFT or DPO run starts from, and whether it fits the new data.
+
+Sources, first one set wins: `--checkpoint`, the CHECKPOINT_PATH environment variable,
+config `checkpoint.source_path` (placeholders filled from the config), and the
+previous-run cache file every training run writes (`record_run`). A source that is set
+but bad is an error naming it; resolution never falls through to a later source, so a
+typo cannot quietly start from some other run. Placeholder filling is hand-written
+because `str.format` cannot walk list indices (`{data.datasets.0.path}`) or name the
+placeholder it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from string import Formatter
+
+from pydantic import BaseModel
+from rich.markup import escape
+from safetensors import SafetensorError, safe_open
+
+from tempering.checkpoint.io import read_meta
+from tempering.checkpoint.paths import (
+    CONFIG_FILE,
+    META_FILE,
+    TOKENIZER_FILES,
+    WEIGHTS_FILE,
+    resolve_checkpoint,
+)
+from tempering.config.presets import Architecture
+from tempering.config.schema import Config
+from tempering.errors import UserError
+from tempering.models.hf import from_hf_config
+from tempering.tokenizer import load_tokenizer
+from tempering.tracking.console import console
+
+ENV_CHECKPOINT = "CHECKPOINT_PATH"
+ENV_CACHE_DIR = "TEMPERING_CACHE_DIR"
+CACHE_FILE_NAME = "last_run.json"
+SOURCE_REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE, TOKENIZER_FILES[0])
+
+# Short names for the placeholders people write most; any `{section.key}` works too.
+PLACEHOLDER_ALIASES = {"run_name": "run.name", "seed": "run.seed", "stage": "stage", "preset": "model.preset"}
+
+
+def resolve_source_checkpoint(config: Config, cli_checkpoint: str | None, *,
+                              environ: Mapping[str, str] = os.environ) -> tuple[Path, str]:
+    """Return (checkpoint dir, origin text) from the first source that is set; UserError if it is bad."""
+    select = config.checkpoint.select
+    if cli_checkpoint:
+        return _resolve(cli_checkpoint, select, f"--checkpoint {cli_checkpoint}")
+    if environ.get(ENV_CHECKPOINT):
+        value = environ[ENV_CHECKPOINT]
+        return _resolve(value, select, f"{ENV_CHECKPOINT}={value}")
+    template = config.checkpoint.source_path
+    if template:
+        filled = fill_placeholders(template, config)
+        shown = template if filled == template else f"{template} = {filled}"
+        return _resolve(filled, select, f"checkpoint.source_path {shown}")
+    cache = cache_file_path(config, environ)
+    if cache.is_file():
+        run = _read_cache(cache)
+        return _resolve(run["save_dir"], select,
+                        f"previous run {run.get('run_name')!r} at {run['save_dir']} (recorded in {cache})")
+    raise UserError(
+        "no source checkpoint: give --checkpoint PATH, set the CHECKPOINT_PATH environment variable, "
+        f"set checkpoint.source_path in the config, or finish a training run first (it is recorded in {cache})"
+    )
+
+
+def fill_placeholders(template: str, config: Config) -> str:
+    """Fill `{run_name}`, `{seed}`, `{stage}`, `{preset}` and `{section.key}` from the config."""
+    try:
+        fields = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise UserError(f"checkpoint.source_path {template!r}: {exc} (write {{{{ or }}}} for a literal brace)") from exc
+    parts = []
+    for literal, name, spec, conversion in fields:
+        parts.append(literal)
+        if name is None:
+            continue
+        value = _placeholder_value(config, name, template)
+        if conversion:
+            value = {"r": repr, "s": str, "a": ascii}[conversion](value)
+        try:
+            parts.append(format(value, spec))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"checkpoint.source_path {template!r}: cannot format {{{name}}} "
+                            f"as {spec!r}: {exc}") from exc
+    return "".join(parts)
+
+
+def cache_file_path(config: Config, environ: Mapping[str, str] = os.environ) -> Path:
+    """Return the previous-run cache file: checkpoint.cache_file, $TEMPERING_CACHE_DIR, or ~/.cache/tempering."""
+    if config.checkpoint.cache_file is not None:
+        return Path(config.checkpoint.cache_file).expanduser()
+    if environ.get(ENV_CACHE_DIR):
+        return Path(environ[ENV_CACHE_DIR]).expanduser() / CACHE_FILE_NAME
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    return home / ".cache" / "tempering" / CACHE_FILE_NAME
+
+
+def record_run(config: Config, save_dir: Path, summary: dict,
+               environ: Mapping[str, str] = os.environ) -> None:
+    """Write the previous-run cache atomically; a failure only warns, it never fails the run."""
+    record = {
+        "save_dir": str(Path(save_dir).resolve()),
+        "run_name": config.run.name,
+        "stage": config.stage,
+        "final_step": summary.get("final_step"),
+        "stop_reason": summary.get("stop_reason"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    file = cache_file_path(config, environ)
+    try:
+        _write_json_atomic(file, record)
+    except OSError as exc:
+        message = (f"could not record this run in {file} ({exc.strerror or exc}); "
+                   f"later stages will need --checkpoint {record['save_dir']}")
+        console.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def validate_source_checkpoint(path: Path, *, data_fingerprints: list[tuple[str, str | None]]) -> dict:
+    """Check a source checkpoint's files, config, weights and tokenizer against the new data; return its meta."""
+    path = Path(path)
+    for name in SOURCE_REQUIRED_FILES:
+        if not (path / name).is_file():
+            raise UserError(f"source checkpoint {path} is incomplete: {name} is missing")
+    config_file = path / CONFIG_FILE
+    try:
+        hf_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"source checkpoint {config_file} is not valid JSON: {exc}") from exc
+    if not isinstance(hf_config, dict):
+        raise UserError(f"source checkpoint {config_file} is not a JSON object")
+    arch = from_hf_config(hf_config, where=str(config_file))
+    _check_weights_match(path / WEIGHTS_FILE, arch)
+    meta = read_meta(path)
+    fingerprint = meta.get("tokenizer_fingerprint") or _tokenizer_fingerprint(path)
+    for dataset, data_fingerprint in data_fingerprints:
+        if data_fingerprint is not None and data_fingerprint != fingerprint:
+            raise UserError(
+                f"dataset {dataset} was tokenized with tokenizer {data_fingerprint}, but source checkpoint "
+                f"{path} uses tokenizer {fingerprint}; re-run `temper prep` with --tokenizer {path}"
+            )
+    return meta
+
+
+def _resolve(value: str, select: str, origin: str) -> tuple[Path, str]:
+    """Resolve one source's path to a checkpoint dir, naming the source when it is bad."""
+    path = Path(value).expanduser()
+    try:
+        found = resolve_checkpoint(path, select)
+    except UserError as exc:
+        raise UserError(f"source checkpoint from {origin}: {exc}") from exc
+    return found, origin if found == path else f"{origin} → {found}"
+
+
+def _placeholder_value(config: Config, name: str, template: str) -> object:
+    """Look a placeholder up in the config; UserError names an unknown one."""
+    keys = PLACEHOLDER_ALIASES.get(name, name).split(".")
+    value: object = config
+    for key in keys:
+        value = _child(value, key)
+        if value is _MISSING:
+            known = ", ".join(f"{{{alias}}}" for alias in PLACEHOLDER_ALIASES)
+            raise UserError(f"checkpoint.source_path {template!r}: unknown placeholder {{{name}}} "
+                            f"(known: {known}, or a config key such as {{run.name}})")
+    if isinstance(value, (BaseModel, list, dict)):
+        raise UserError(f"checkpoint.source_path {template!r}: placeholder {{{name}}} is a config "
+                        "section, not a value; name a key inside it")
+    if value is None:
+        raise UserError(f"checkpoint.source_path {template!r}: placeholder {{{name}}} is not set in the config")
+    return value
+
+
+_MISSING = object()
+
+
+def _child(value: object, key: str) -> object:
+    """Step one key into a config section, list or dict; _MISSING when there is no such key."""
+    if isinstance(value, BaseModel):
+        return getattr(value, key) if key in type(value).model_fields else _MISSING
+    if isinstance(value, list):
+        return value[int(key)] if key.isdigit() and int(key) < len(value) else _MISSING
+    if isinstance(value, dict):
+        return value.get(key, _MISSING)
+    return _MISSING
+
+
+def _read_cache(file: Path) -> dict:
+    """Read the previous-run cache; a damaged one is an error naming it."""
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"previous-run cache {file} is unreadable ({exc}); delete it or give --checkpoint") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("save_dir"), str):
+        raise UserError(f"previous-run cache {file} has no 'save_dir'; delete it or give --checkpoint")
+    return record
+
+
+def _write_json_atomic(file: Path, record: dict) -> None:
+    """Write JSON to a temporary sibling, then rename it over `file`."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, indent=2) + "\n")
+        os.replace(temporary, file)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _check_weights_match(file: Path, arch: Architecture) -> None:
+    """Compare model.safetensors' tensor names and shapes with the architecture in config.json."""
+    expected = _weight_shapes(arch)
+    try:
+        with safe_open(file, framework="pt") as weights:
+            found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"source checkpoint {file} is corrupt or truncated: {exc}") from exc
+    if arch.tie_embeddings and "lm_head.weight" in found:  # some exporters save the tied head too
+        expected["lm_head.weight"] = expected["model.embed_tokens.weight"]
+    for names, problem in ((sorted(set(expected) - set(found)), "lacks tensor"),
+                           (sorted(set(found) - set(expected)), "has unexpected tensor")):
+        if names:
+            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+            raise UserError(f"source checkpoint {file} {problem} {names[0]}{more} "
+                            f"for the architecture in its {CONFIG_FILE}")
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise UserError(f"source checkpoint {file}: {name} has shape {list(found[name])}, "
+                            f"but its {CONFIG_FILE} implies {list(shape)}")
+
+
+def _weight_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """The tensors DecoderLM.export_state_dict writes for `arch`, by name.
+
+    Written out rather than read from a model built on the meta device: initialising
+    there imports torch._dynamo (about 1.5 s). test_resolution checks it against the model.
+    """
+    d_model, d_attn, d_kv = arch.d_model, arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim
+    shapes = {"model.embed_tokens.weight": (arch.vocab_size, d_model), "model.norm.weight": (d_model,)}
+    for index in range(arch.n_layers):
+        block = {"self_attn.q_proj": (d_attn, d_model), "self_attn.k_proj": (d_kv, d_model),
+                 "self_attn.v_proj": (d_kv, d_model), "self_attn.o_proj": (d_model, d_attn),
+                 "mlp.gate_proj": (arch.d_ff, d_model), "mlp.up_proj": (arch.d_ff, d_model),
+                 "mlp.down_proj": (d_model, arch.d_ff), "input_layernorm": (d_model,),
+                 "post_attention_layernorm": (d_model,)}
+        shapes.update({f"model.layers.{index}.{name}.weight": shape for name, shape in block.items()})
+    if not arch.tie_embeddings:
+        shapes["lm_head.weight"] = (arch.vocab_size, d_model)
+    return shapes
+
+
+def _tokenizer_fingerprint(checkpoint: Path) -> str:
+    """Fingerprint the checkpoint's own tokenizer.json (for checkpoints whose meta lacks one)."""
+    return load_tokenizer(checkpoint).fingerprint

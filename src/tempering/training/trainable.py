@@ -1,0 +1,225 @@
+"""What trains when fine-tuning: frozen parameters, per-group learning rates, progressive unfreezing.
+
+Parameters are addressed by their Hugging Face Llama names (`model.embed_tokens.weight`,
+`model.layers.{i}.*`, `model.norm.weight`, `lm_head.weight`). A pattern is an fnmatch
+pattern on those names; a pattern that names a module (`model.embed_tokens`,
+`model.layers.3`) also covers everything inside it. A tensor shared by two names (tied
+embeddings) is one parameter, reported under its first name, `model.embed_tokens.weight`,
+and matched by either name.
+
+Permanently frozen parameters are left out of the optimizer; parameters waiting for
+progressive unfreezing stay in it with requires_grad False, so AdamW, which skips
+parameters whose grad is None, keeps no state for them until they train.
+"""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+from tempering.config.schema import TrainingConfig
+from tempering.errors import UserError
+
+EMBEDDING = "model.embed_tokens.weight"
+FINAL_NORM = "model.norm.weight"
+HEAD = "lm_head.weight"
+TRAINABLE_COLUMNS = ["group", "tensors", "parameters", "lr", "weight decay"]
+
+_BLOCK = re.compile(r"model\.layers\.(\d+)\.")
+
+
+def frozen_by_config(model: nn.Module, training: TrainingConfig) -> set[str]:
+    """Return the parameter names that `freeze`, `freeze_first_blocks` and `train_only_head` freeze for good.
+
+    With tied embeddings the output head IS the embedding matrix: `train_only_head`
+    then trains model.embed_tokens.weight too, and freezing the embeddings (by pattern
+    or `freeze_first_blocks`) freezes the head as well.
+    """
+    aliases = _aliases(model)
+    num_blocks = _num_blocks(model)
+    frozen: set[str] = set()
+    for pattern in training.freeze:
+        matched = {name for name, names in aliases.items() if _matches_any(pattern, names)}
+        if not matched:
+            raise UserError(f"training.freeze pattern {pattern!r} matches no parameter "
+                            f"(names look like {_examples(aliases)})")
+        frozen |= matched
+    if training.freeze_first_blocks:
+        if training.freeze_first_blocks > num_blocks:
+            raise UserError(f"training.freeze_first_blocks is {training.freeze_first_blocks}, but the "
+                            f"model has only {num_blocks} blocks")
+        frozen |= {name for name in aliases if name == EMBEDDING
+                   or _block_index(name) in range(training.freeze_first_blocks)}
+    if training.train_only_head:
+        frozen |= {name for name, names in aliases.items() if not {HEAD, FINAL_NORM} & set(names)}
+    if frozen == set(aliases):
+        raise UserError("training.freeze, freeze_first_blocks and train_only_head together freeze every "
+                        "parameter; leave something to train")
+    return frozen
+
+
+def build_param_groups(model: nn.Module, training: TrainingConfig) -> list[dict]:
+    """Return AdamW param groups (params, weight_decay, lr_scale, lr, name) for every parameter not frozen for good.
+
+    A parameter's lr_scale comes from the first `lr_groups` pattern it matches (that
+    LR / learning_rate); otherwise from `layer_lr_decay` (block i: decay^(n_layers - i),
+    embeddings decay^(n_layers + 1), final norm and head 1.0); otherwise 1.0. A tied
+    embedding/head counts as the embedding. Parameters sharing (weight_decay, lr_scale)
+    share a group; `set_learning_rate` sets each group's lr to the schedule's times lr_scale.
+    """
+    aliases = _aliases(model)
+    lr_patterns = _lr_group_scales(training, aliases)
+    frozen = frozen_by_config(model, training)
+    num_blocks = _num_blocks(model)
+    groups: dict[tuple[float, float], dict] = {}
+    for name, param in model.named_parameters():
+        if name in frozen:
+            continue
+        decays = training.decay_norms_and_embeddings or (param.ndim >= 2 and "embed_tokens" not in name)
+        weight_decay = training.weight_decay if decays else 0.0
+        lr_scale = next((scale for pattern, scale in lr_patterns if _matches_any(pattern, aliases[name])),
+                        None)
+        if lr_scale is None:
+            lr_scale = _layer_decay_scale(name, training.layer_lr_decay, num_blocks)
+        group = groups.setdefault((weight_decay, lr_scale), {
+            "params": [], "weight_decay": weight_decay, "lr_scale": lr_scale,
+            "lr": training.learning_rate * lr_scale, "members": []})
+        group["params"].append(param)
+        group["members"].append(name)
+    for group in groups.values():
+        members = group.pop("members")
+        group["name"] = f"{_describe_members(members)} ({'decay' if group['weight_decay'] else 'no decay'})"
+    return list(groups.values())
+
+
+def apply_requires_grad(model: nn.Module, frozen: set[str], training: TrainingConfig, step: int) -> list[str]:
+    """Set requires_grad for optimizer step `step` and return the names trainable now.
+
+    Progressive unfreezing (`unfreeze_top_blocks` K, `unfreeze_every_steps` S) trains the
+    top min(n_layers, K + step // S) blocks plus final norm and head; the embeddings
+    join once every block trains. A tied embedding is the head, so it trains from the start.
+    """
+    num_open = _num_open_blocks(training, _num_blocks(model), step)
+    first_open = _num_blocks(model) - num_open
+    trainable = []
+    for name, names in _aliases(model).items():
+        param = model.get_parameter(name)
+        if name in frozen:
+            param.requires_grad_(False)
+            continue
+        opens = any(_opens(alias, first_open) for alias in names)
+        param.requires_grad_(opens)
+        if opens:
+            trainable.append(name)
+    return trainable
+
+
+def describe_trainable(model: nn.Module, groups: list[dict], learning_rate: float, frozen: set[str]) -> list[list]:
+    """Return table rows (TRAINABLE_COLUMNS) per optimizer group, plus one row for the frozen parameters."""
+    rows = [[group["name"], len(group["params"]), f"{sum(p.numel() for p in group['params']):,}",
+             f"{learning_rate * group['lr_scale']:.3g}", f"{group['weight_decay']:g}"] for group in groups]
+    frozen_params = [model.get_parameter(name) for name in sorted(frozen)]
+    rows.append(["frozen", len(frozen_params), f"{sum(p.numel() for p in frozen_params):,}", "-", "-"])
+    return rows
+
+
+def _aliases(model: nn.Module) -> dict[str, list[str]]:
+    """Map each parameter's first name to all its names (tied weights have two), in model order."""
+    first_name: dict[int, str] = {}
+    aliases: dict[str, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        canonical = first_name.setdefault(id(param), name)
+        aliases.setdefault(canonical, []).append(name)
+    return aliases
+
+
+def _matches_any(pattern: str, names: list[str]) -> bool:
+    """Tell whether a pattern matches one of a parameter's names, or a module containing it."""
+    return any(fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*") for name in names)
+
+
+def _lr_group_scales(training: TrainingConfig, aliases: dict[str, list[str]]) -> list[tuple[str, float]]:
+    """Turn lr_groups (pattern → LR) into (pattern, LR / learning_rate), checking each pattern matches."""
+    if training.lr_groups and training.learning_rate <= 0:
+        raise UserError("training.lr_groups needs training.learning_rate above 0 (group LRs are scaled with it)")
+    scales = []
+    for pattern, lr in training.lr_groups.items():
+        if not any(_matches_any(pattern, names) for names in aliases.values()):
+            raise UserError(f"training.lr_groups pattern {pattern!r} matches no parameter "
+                            f"(names look like {_examples(aliases)})")
+        scales.append((pattern, lr / training.learning_rate))
+    return scales
+
+
+def _layer_decay_scale(name: str, decay: float | None, num_blocks: int) -> float:
+    """LR scale of one parameter under layer-wise LR decay (1.0 without it)."""
+    if decay is None:
+        return 1.0
+    if name == EMBEDDING:
+        return decay ** (num_blocks + 1)
+    index = _block_index(name)
+    return 1.0 if index is None else decay ** (num_blocks - index)
+
+
+def _num_open_blocks(training: TrainingConfig, num_blocks: int, step: int) -> int:
+    """How many top blocks train at `step` under progressive unfreezing."""
+    top, every = training.unfreeze_top_blocks, training.unfreeze_every_steps
+    if top is None:
+        if every is not None:
+            raise UserError("training.unfreeze_every_steps needs training.unfreeze_top_blocks "
+                            "(how many top blocks train from the start)")
+        return num_blocks
+    return min(num_blocks, top + (step // every if every else 0))
+
+
+def _opens(name: str, first_open_block: int) -> bool:
+    """Tell whether a parameter name trains when blocks from `first_open_block` up train."""
+    if name == EMBEDDING:
+        return first_open_block == 0
+    index = _block_index(name)
+    return index is None or index >= first_open_block
+
+
+def _block_index(name: str) -> int | None:
+    """The decoder block a parameter belongs to, or None (embeddings, final norm, head)."""
+    match = _BLOCK.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _num_blocks(model: nn.Module) -> int:
+    """Number of decoder blocks."""
+    return len(model.model.layers)
+
+
+def _describe_members(names: list[str]) -> str:
+    """Name a group by its parts, in model order: 'embed_tokens, layers.0-3, norm'."""
+    parts: list[str] = []
+    blocks: list[int] = []
+    for name in names:
+        index = _block_index(name)
+        if index is not None:
+            blocks.append(index)
+            part = "layers"
+        else:
+            part = name.removeprefix("model.").removesuffix(".weight")
+        if part not in parts:
+            parts.append(part)
+    return ", ".join(_block_span(sorted(set(blocks))) if part == "layers" else part for part in parts)
+
+
+def _block_span(blocks: list[int]) -> str:
+    """'layers.3', 'layers.0-3' (contiguous) or 'layers.0,2,5'."""
+    if len(blocks) == 1:
+        return f"layers.{blocks[0]}"
+    if blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return f"layers.{blocks[0]}-{blocks[-1]}"
+    return "layers." + ",".join(map(str, blocks))
+
+
+def _examples(aliases: dict[str, list[str]]) -> str:
+    """A few real parameter names, for error messages."""
+    names = list(aliases)
+    picks = [names[0], *(n for n in names if _block_index(n) == 0)][:2] + names[-1:]
+    return ", ".join(dict.fromkeys(picks))
