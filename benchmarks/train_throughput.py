@@ -24,48 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from tempering.config.presets import get_preset
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def matmul_flops_per_s(size: int = 2048, repeats: int = 10) -> float:
-    """Best-of-3 fp32 GEMM rate on size × size matrices."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    rates = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            torch.mm(a, b)
-        rates.append(2 * size**3 * repeats / (time.perf_counter() - start))
-    return max(rates)
-
-
-def flops_per_token(preset: str, vocab_size: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6·N (matmul parameters) + 12·L·d·T (attention)."""
-    arch = get_preset(preset).with_overrides(vocab_size=vocab_size)
-    head_dim = arch.head_dim
-    per_layer = arch.d_model * head_dim * (2 * arch.n_heads + 2 * arch.n_kv_heads) + 3 * arch.d_model * arch.d_ff
-    matmul_params = arch.n_layers * per_layer + arch.vocab_size * arch.d_model  # + output head
-    return 6 * matmul_params + 12 * arch.n_layers * arch.d_model * seq_len
-
-
-def temper(*args) -> None:
-    """Run a temper command, failing loudly."""
-    subprocess.run([sys.executable, "-m", "tempering", *map(str, args)], check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def prepare_shards(work: Path, vocab_size: int) -> tuple[Path, Path]:
-    """Sample corpus → tokenizer → prose shards, reused when already there."""
-    if not (work / "shards" / "manifest.json").exists():
-        temper("sample-corpus", "--output", work / "corpus")
-        temper("tokenizer", "train", "--input", work / "corpus", "--vocab-size", vocab_size,
-               "--output", work / "tok", "--overwrite")
-        temper("prep", "--input", work / "corpus", "--tokenizer", work / "tok", "--output", work / "shards")
-    return work / "shards", work / "tok"
+from _common import REPO, flops_per_token, matmul_flops_per_s, prepare_shards
 
 
 def run_training(shards: Path, tok: Path, save_dir: Path, args, compile_model: bool) -> dict:

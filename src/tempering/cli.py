@@ -69,6 +69,16 @@ TRAINING_FLAGS = [
 ]
 
 
+POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+    Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
+    Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
+    Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
+    Flag("--reset-step", "checkpoint.reset_step", is_switch=True),
+    Flag("--select", "checkpoint.select", str, "best|final|latest"),
+    Flag("--best-metric", "training.best_metric", str, "new|original"),
+]
+
+
 def _field_help(key: str) -> str:
     """The schema's one-line help for a dotted key."""
     from tempering.config.loading import iter_fields
@@ -111,10 +121,11 @@ def _split_paths_and_overrides(args: argparse.Namespace, attr: str) -> None:
     args.overrides = [v for v in values if OVERRIDE_PATTERN.match(v)] + list(args.overrides or [])
 
 
-def _load(args: argparse.Namespace, flags: list[Flag], stage: str):
+def _load(args: argparse.Namespace, flags: list[Flag], stage: str, extra: tuple | list = ()):
+    """The config: file, then the stage and `extra`, then flags, then explicit overrides."""
     from tempering.config import load_config
 
-    return load_config(args.config, [f"stage={stage}", *_overrides_from(args, flags)])
+    return load_config(args.config, [f"stage={stage}", *extra, *_overrides_from(args, flags)])
 
 
 # ---------------------------------------------------------------- commands
@@ -230,6 +241,20 @@ def cmd_generate(args: argparse.Namespace) -> None:
     sys.stdout.write("\n")
 
 
+def cmd_post_train(args: argparse.Namespace) -> None:
+    """Continue training a checkpoint on new data."""
+    from tempering.training.post_train import run_post_train
+
+    for attr in ("new_dataset", "old_dataset"):
+        _split_paths_and_overrides(args, attr)
+    args.data = args.new_dataset
+    overrides = []
+    if args.old_dataset:
+        overrides.append(f"data.old_datasets={json.dumps([{'path': p} for p in args.old_dataset])}")
+    config = _load(args, POST_TRAIN_FLAGS, "post_train", overrides)
+    run_post_train(config, cli_checkpoint=args.checkpoint, restart=args.restart)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -286,6 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "re-running the same command resumes from the newest checkpoint in --save-dir.")
     _add_training_arguments(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
+
+    post = commands.add_parser(
+        "post-train", help="Continue training a checkpoint on new data (domain adaptation, fine-tuning).",
+        description="Continue training a checkpoint on new data. The architecture comes from the checkpoint; by "
+                    "default its optimizer, schedule position and step counter carry over (each --reset-* drops "
+                    "one). Every evaluation reports val:new and val:original. Re-running the same command resumes.")
+    post.add_argument("--checkpoint", metavar="PATH",
+                      help="Source checkpoint or run dir (else $CHECKPOINT_PATH, checkpoint.source_path, or the "
+                           "previous run recorded in the run cache).")
+    post.add_argument("--new-dataset", nargs="+", action="extend", metavar="PATH",
+                      help="The new training data (shard dirs or raw text; repeatable) [data.datasets].")
+    post.add_argument("--old-dataset", nargs="+", action="extend", metavar="PATH",
+                      help="The original data, for --strategy combined/append and val:original [data.old_datasets].")
+    post.add_argument("--val-data", nargs="+", action="extend", metavar="PATH",
+                      help="Separate validation data for val:new [data.val_data].")
+    post.add_argument("--restart", action="store_true",
+                      help="Start over: move an existing run in --save-dir aside instead of resuming it.")
+    _add_config_arguments(post, POST_TRAIN_FLAGS)
+    post.set_defaults(func=cmd_post_train)
 
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)

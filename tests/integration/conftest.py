@@ -11,13 +11,15 @@ from tests.conftest import run_temper
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
-    """A directory holding the sample corpus, a 512-token tokenizer and prose shards."""
+    """The sample corpus, a 512-token tokenizer, prose shards and (small) code shards."""
     root = tmp_path_factory.mktemp("pipeline")
     run_temper("sample-corpus", "--output", root / "corpus", check=True)
     run_temper("tokenizer", "train", "--input", root / "corpus" / "prose" / "train.jsonl",
                "--vocab-size", 512, "--output", root / "tok", check=True)
     run_temper("prep", "--input", root / "corpus" / "prose", "--tokenizer", root / "tok",
                "--output", root / "shards", "--val-fraction", 0.05, "--seq-len", 32, check=True)
+    run_temper("prep", "--input", root / "corpus" / "code" / "val.jsonl", "--tokenizer", root / "tok",
+               "--output", root / "code_shards", "--val-fraction", 0.2, "--seq-len", 32, check=True)
     return root
 
 

@@ -48,6 +48,8 @@ class LmData:
     train_batches: SequenceBatches
     val_sets: dict[str, list[PackedSequences]]
     train_sources: list[TokenSource]
+    train_packed: list[PackedSequences]  # one per training dataset, for recombination (post-training)
+    weights: list[float]
 
 
 def dataset_name(dataset: DatasetConfig) -> str:
@@ -147,13 +149,20 @@ def build_lm_data(config: Config, tokenizer, vocab_size: int) -> LmData:
     val_packed += [_pack_all(source, seq_len) for source in val_sources]
 
     weights = [dataset.weight for dataset in data.datasets]
-    batches = SequenceBatches(train_packed, weights, config.training.batch_size, config.run.seed)
+    batches = make_batches(train_packed, weights, config)
+    val_packed = [p for p in val_packed if len(p)]
+    return LmData(batches, {"val": val_packed} if val_packed else {}, train_sources, train_packed, weights)
+
+
+def make_batches(packed: list[PackedSequences], weights: list[float], config: Config, *,
+                 shuffle: bool = True) -> SequenceBatches:
+    """Training micro-batches over packed datasets; an error when there is not one batch of data."""
+    batches = SequenceBatches(packed, weights, config.training.batch_size, config.run.seed, shuffle=shuffle)
     if batches.batches_per_epoch == 0:
         raise UserError(f"the training data makes {batches.sequences_per_epoch} sequences of data.seq_len="
-                        f"{seq_len}, fewer than one batch of training.batch_size={config.training.batch_size}; "
-                        "lower --batch-size or --seq-len, or add data")
-    val_packed = [p for p in val_packed if len(p)]
-    return LmData(batches, {"val": val_packed} if val_packed else {}, train_sources)
+                        f"{config.data.seq_len}, fewer than one batch of training.batch_size="
+                        f"{config.training.batch_size}; lower --batch-size or --seq-len, or add data")
+    return batches
 
 
 def _pack_all(source: TokenSource, seq_len: int) -> PackedSequences:

@@ -166,7 +166,9 @@ def train(setup: TrainingSetup) -> dict:
                 or state.step == setup.total_steps
             improved = False
             if evaluated and setup.val_sets:
+                eval_started = time.perf_counter()
                 state.last_val = _evaluate(setup, amp)
+                window.start += time.perf_counter() - eval_started  # tokens/s counts training time only
                 _write_val(metrics, state, batches_per_epoch)
                 improved = _track_best(state, setup.best_split)
                 progress.print(f"step {state.step}: " + _val_line(state.last_val) + ("  ★ new best" if improved else ""))

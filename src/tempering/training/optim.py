@@ -1,4 +1,4 @@
-"""AdamW with decay/no-decay parameter groups, and the learning-rate schedules.
+"""The AdamW optimizer and the learning-rate schedules.
 
 The schedule is a pure function of the optimizer step, so resuming needs only the
 step number and no scheduler object state.
@@ -12,27 +12,12 @@ import torch
 from torch import nn
 
 from tempering.config.schema import TrainingConfig
-
-
-def parameter_groups(model: nn.Module, weight_decay: float, decay_everything: bool) -> list[dict]:
-    """Split trainable parameters: matrices decay; norms, biases and embeddings do not (unless asked)."""
-    decay, no_decay = [], []
-    seen: set[int] = set()
-    for name, param in model.named_parameters():
-        if not param.requires_grad or id(param) in seen:
-            continue
-        seen.add(id(param))
-        is_matrix = param.ndim >= 2 and "embed_tokens" not in name
-        (decay if decay_everything or is_matrix else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+from tempering.training.trainable import build_param_groups
 
 
 def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters, configured from `training`."""
-    groups = parameter_groups(model, training.weight_decay, training.decay_norms_and_embeddings)
+    """AdamW over the trainable parameters, grouped by weight decay and LR scale (see trainable.py)."""
+    groups = build_param_groups(model, training)
     return torch.optim.AdamW(groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2),
                              eps=training.adam_eps)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from tempering.checkpoint.atomic import recover_interrupted_saves
+from tempering.checkpoint.resolution import record_run
 from tempering.config.presets import Architecture, get_preset
 from tempering.config.schema import Config, ModelConfig, TrainingConfig
 from tempering.data.datasets import build_lm_data, is_shard_dir
@@ -54,7 +55,9 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
         tokenizer_dir=Path(tokenizer.path) if tokenizer.path else None,
         meta={"tokenizer_fingerprint": tokenizer.fingerprint, "source_checkpoint": None,
               "post_training": False, "preset": config.model.preset, "seq_len": config.data.seq_len})
-    return train(setup)
+    summary = train(setup)
+    record_run(config, run_dir, summary)
+    return summary
 
 
 def resolve_tokenizer_path(config: Config) -> Path:

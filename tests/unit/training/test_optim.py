@@ -1,35 +1,15 @@
-"""Optimizer groups and learning-rate schedules."""
+"""Learning-rate schedules."""
 
 from __future__ import annotations
 
 import pytest
-from torch import nn
 
 from tempering.config import load_config
-from tempering.training.optim import learning_rate_at, parameter_groups
+from tempering.training.optim import learning_rate_at
 
 
 def training(*overrides):
     return load_config(None, list(overrides)).training
-
-
-class Toy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(10, 4)
-        self.proj = nn.Linear(4, 4, bias=True)
-        self.norm = nn.LayerNorm(4)
-
-
-def test_norms_biases_and_embeddings_do_not_decay():
-    model = Toy()
-    decay, no_decay = parameter_groups(model, 0.1, decay_everything=False)
-    assert decay["params"] == [model.proj.weight] and decay["weight_decay"] == 0.1
-    assert {id(p) for p in no_decay["params"]} == {id(model.embed_tokens.weight), id(model.proj.bias),
-                                                    id(model.norm.weight), id(model.norm.bias)}
-    assert no_decay["weight_decay"] == 0.0
-    (everything,) = parameter_groups(model, 0.1, decay_everything=True)
-    assert len(everything["params"]) == 5
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():

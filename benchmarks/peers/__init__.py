@@ -1,0 +1,1 @@
+"""Peer runners for `vs_peers.py`: each module trains the benchmark workload in its own process."""

@@ -1,0 +1,124 @@
+"""Turn the rows' raw rounds into medians, ratios to Tempering, the issue's targets and a Markdown table."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+
+
+def step_stats(step_end_s: list[float], step_tokens: list[int], skip: int) -> dict | None:
+    """Median step time and tokens/s over the steps after the first `skip` intervals (None if too few)."""
+    intervals = [b - a for a, b in zip(step_end_s, step_end_s[1:], strict=False)]
+    tokens = step_tokens[1:]
+    kept = list(zip(intervals, tokens, strict=True))[skip:] or list(zip(intervals, tokens, strict=True))[-1:]
+    if not kept:
+        return None
+    return {"median_step_s": statistics.median(t for t, _ in kept),
+            "tokens_per_s": statistics.median(n / t for t, n in kept if t > 0),
+            "tokens_per_step": statistics.median(n for _, n in kept), "num_steps_measured": len(kept)}
+
+
+def summarise_row(rounds: list[dict], flops_per_token: float, matmul_rate: float) -> dict:
+    """Medians over the rounds that ran; MFU against `matmul_rate`."""
+    done = [r for r in rounds if r.get("tokens_per_s")]
+    if not done:
+        return {"status": rounds[0].get("status", "failed") if rounds else "not run"}
+    med = {key: statistics.median(r[key] for r in done if r.get(key) is not None)
+           for key in ("median_step_s", "tokens_per_s", "peak_rss_mb", "time_to_first_step_s", "wall_s")
+           if any(r.get(key) is not None for r in done)}
+    med["mfu"] = med["tokens_per_s"] * flops_per_token / matmul_rate
+    med["tokens_per_s_rounds"] = [round(r["tokens_per_s"], 1) for r in done]
+    return {"status": "ok", **med}
+
+
+def add_ratios(summaries: dict[str, dict]) -> None:
+    """Give each row (key group/name/precision) its ratios to the Tempering row of the same group and precision."""
+    for key, row in summaries.items():
+        group, _, precision = key.split("/")
+        base = summaries.get(f"{group}/tempering/{precision}", {})
+        if row.get("status") != "ok" or base.get("status") != "ok":
+            continue
+        for metric in ("tokens_per_s", "peak_rss_mb", "time_to_first_step_s"):
+            if row.get(metric) and base.get(metric):
+                row[f"{metric}_vs_tempering"] = row[metric] / base[metric]
+
+
+def targets(summaries: dict[str, dict], precision: str = "fp32") -> list[dict]:
+    """The issue's targets that this run measures: Tempering over the peer (or MFU), the goal, met or not."""
+    def value(group, name, metric):
+        row = summaries.get(f"{group}/{name}/{precision}", {})
+        return row.get(metric) if row.get("status") == "ok" else None
+
+    def ratio(group, peer, metric):
+        ours, theirs = value(group, "tempering", metric), value(group, peer, metric)
+        return ours / theirs if ours and theirs else None
+
+    trl = [r for r in (ratio("sft", "trl-bfd", "tokens_per_s"), ratio("sft", "trl-wrapped", "tokens_per_s")) if r]
+    checks = [
+        ("pretrain tokens/s: Tempering ÷ HF Trainer", ratio("pretrain", "hf-trainer", "tokens_per_s"), ">=", 1.25),
+        ("pretrain tokens/s: Tempering ÷ hand-written HF loop", ratio("pretrain", "hf-loop", "tokens_per_s"), ">=", 1.15),
+        ("pretrain MFU of Tempering", value("pretrain", "tempering", "mfu"), ">=", 0.60),
+        ("SFT tokens/s: Tempering ÷ fastest TRL packing", min(trl) if trl else None, ">=", 1.5),
+        ("time to first step: Tempering ÷ HF Trainer", ratio("pretrain", "hf-trainer", "time_to_first_step_s"), "<=", 0.5),
+        ("peak RSS: Tempering ÷ HF Trainer", ratio("pretrain", "hf-trainer", "peak_rss_mb"), "<=", 0.8),
+    ]
+    return [{"target": name, "value": v, "goal": f"{op} {goal}",
+             "met": None if v is None else (v >= goal if op == ">=" else v <= goal)}
+            for name, v, op, goal in checks]
+
+
+def markdown(report: dict) -> str:
+    """The results as Markdown: machine, command, matmul rates, one table per group, the targets."""
+    m = report["machine"]
+    rates = report["matmul_fp32_flops_per_s"]
+    lines = [f"Machine: {m['cpu']}, {m['nproc']} cores (nproc), torch {m['torch']} with {m['torch_threads']} "
+             f"threads, Python {m['python']}; peers: {report['peer_versions'] or 'not installed'}.",
+             f"Command: `{report['command']}`",
+             f"Workload: preset `{report['preset']}` (vocab {report['vocab_size']}), seq {report['seq_len']}, "
+             f"batch {report['batch_size']}, {report['steps']} steps per row (median over steps after "
+             f"{report['warmup_steps']}), {report['rounds']} rounds; {report['flops_per_token'] / 1e6:.1f} MFLOP "
+             f"per token. Same initial weights: {report.get('same_start', 'not checked')}.",
+             f"fp32 2048² matmul: {', '.join(f'{r / 1e9:.0f}' for r in rates)} GFLOP/s (before, between and after "
+             f"the rounds; MFU uses the median, {report['matmul_rate_used'] / 1e9:.0f})"
+             + (f"; bf16: {report['matmul_bf16_flops_per_s'] / 1e9:.0f} GFLOP/s." if report.get(
+                 'matmul_bf16_flops_per_s') else "."), ""]
+    for group in ("pretrain", "sft"):
+        rows = {k: v for k, v in report["rows"].items() if k.startswith(group + "/")}
+        if not rows:
+            continue
+        lines += [f"**{group}**", "",
+                  "| row | precision | median step (s) | tokens/s | MFU | peak RSS (MB) | first step (s) "
+                  "| tok/s ÷ Tempering | RSS ÷ Tempering | first step ÷ Tempering |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for key, row in rows.items():
+            _, name, precision = key.split("/")
+            if row.get("status") != "ok":
+                lines.append(f"| {name} | {precision} | {row.get('status')} |||||||| ")
+                continue
+            lines.append(
+                f"| {name} | {precision} | {row['median_step_s']:.3f} | {row['tokens_per_s']:,.0f} | {row['mfu']:.1%} "
+                f"| {row.get('peak_rss_mb', 0):,.0f} | {row.get('time_to_first_step_s', float('nan')):.2f} "
+                f"| {_ratio(row, 'tokens_per_s')} | {_ratio(row, 'peak_rss_mb')} | {_ratio(row, 'time_to_first_step_s')} |")
+        lines.append("")
+    lines += ["| target (fp32) | measured | goal | met |", "|---|---|---|---|"]
+    for t in report["targets"]:
+        shown = "—" if t["value"] is None else (f"{t['value']:.1%}" if "MFU" in t["target"] else f"{t['value']:.2f}×")
+        met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
+        lines.append(f"| {t['target']} | {shown} | {t['goal']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(row: dict, metric: str) -> str:
+    value = row.get(f"{metric}_vs_tempering")
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def write_docs_block(doc: Path, tag: str, table: str) -> None:
+    """Replace (or append) the block between this tag's markers in `doc`, keeping everything else."""
+    begin, end = f"<!-- vs_peers:{tag}:begin -->", f"<!-- vs_peers:{tag}:end -->"
+    block = f"{begin}\n{table}{end}"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Performance\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text, encoding="utf-8")

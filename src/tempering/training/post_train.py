@@ -1,0 +1,224 @@
+"""`temper post-train`: continue training a checkpoint on new data, watching what it forgets.
+
+Assembly only: resolve and load the source checkpoint, decide which of its optimizer,
+schedule and step counter carry over, build the new/old data mix with a val:new and a
+val:original split, then run the shared loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tempering.checkpoint.atomic import recover_interrupted_saves
+from tempering.checkpoint.io import Checkpoint, load_checkpoint, read_meta
+from tempering.checkpoint.paths import is_checkpoint_dir
+from tempering.checkpoint.resolution import (
+    record_run,
+    resolve_source_checkpoint,
+    validate_source_checkpoint,
+)
+from tempering.config import load_config
+from tempering.config.presets import Architecture
+from tempering.config.schema import Config
+from tempering.data.datasets import build_lm_data, is_shard_dir, make_batches
+from tempering.errors import UserError
+from tempering.models import build_model
+from tempering.models.hf import from_hf_config, to_hf_config
+from tempering.tokenizer import load_tokenizer
+from tempering.tracking.console import console, print_table
+from tempering.training.device import pick_device
+from tempering.training.loop import TrainingSetup, TrainState, train
+from tempering.training.objectives import OBJECTIVES, count_window_tokens
+from tempering.training.optim import build_optimizer
+from tempering.training.pretrain import count_total_steps
+from tempering.training.run_dir import prepare_run_dir
+from tempering.training.trainable import (
+    TRAINABLE_COLUMNS,
+    apply_requires_grad,
+    build_param_groups,
+    describe_trainable,
+    frozen_by_config,
+)
+
+ARCHITECTURE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len",
+                     "rope_theta", "tie_embeddings")
+
+
+def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart: bool = False) -> dict:
+    """Post-train the resolved source checkpoint on config.data (new) and config.data.old_datasets."""
+    source_path, origin = resolve_source_checkpoint(config, cli_checkpoint)
+    console.print(f"source checkpoint: {origin}")
+    source = load_checkpoint(source_path)
+    arch = from_hf_config(source.hf_config, where=str(source.path / "config.json"))
+    check_model_config(config, arch, source)
+    tokenizer = load_tokenizer(config.tokenizer.path or source.tokenizer_dir or "")
+    if source.meta.get("tokenizer_fingerprint") not in (None, tokenizer.fingerprint):
+        raise UserError(f"tokenizer {tokenizer.path} (fingerprint {tokenizer.fingerprint}) is not the one "
+                        f"{source.path} was trained with ({source.meta['tokenizer_fingerprint']})")
+    train_batches, val_sets = build_post_train_data(config, tokenizer, arch.vocab_size, source)
+    if config.checkpoint.validate:
+        validate_source_checkpoint(source.path, data_fingerprints=_fingerprints(config))
+    if config.data.seq_len > arch.max_seq_len:
+        raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({arch.max_seq_len})")
+    _check_reset_step(config, source, restart)
+    run_dir = prepare_run_dir(config, restart=restart)
+    recover_interrupted_saves(run_dir)
+
+    device = pick_device(config.training.device)
+    torch.manual_seed(config.run.seed)
+    model = build_model(arch, dropout=config.model.dropout)
+    model.load_exported_state_dict(source.load_weights())
+    model.to(device)
+    model.gradient_checkpointing = config.training.gradient_checkpointing
+    frozen = frozen_by_config(model, config.training)
+    apply_requires_grad(model, frozen, config.training, 0)
+    optimizer = build_optimizer(model, config.training)
+    initial_state, schedule_offset = _carry_over_state(config, source, optimizer)
+    print_table("trainable parameters", TRAINABLE_COLUMNS,
+                describe_trainable(model, build_param_groups(model, config.training),
+                                   config.training.learning_rate, frozen), to_stdout=False)
+    _report_learning_rate(config, source)
+
+    new_steps, length_reason = count_total_steps(config.training, train_batches, config.data.seq_len)
+    resets = {name: getattr(config.checkpoint, f"reset_{name}") for name in ("optimizer", "scheduler", "step")}
+    unfreezing = config.training.unfreeze_top_blocks is not None
+    setup = TrainingSetup(
+        config=config, run_dir=run_dir, model=model, optimizer=optimizer, objective=OBJECTIVES["clm"],
+        count_units=count_window_tokens, train_batches=train_batches, val_sets=val_sets, device=device,
+        total_steps=initial_state.step + new_steps, length_reason=length_reason,
+        hf_config=to_hf_config(arch, dropout=config.model.dropout, bos_id=tokenizer.bos_id,
+                               eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id),
+        tokenizer_dir=Path(tokenizer.path) if tokenizer.path else None,
+        meta={"tokenizer_fingerprint": tokenizer.fingerprint, "source_checkpoint": str(source.path),
+              "post_training": True, "strategy": config.data.strategy, "reset": resets,
+              "preset": source.meta.get("preset"), "seq_len": config.data.seq_len},
+        best_split=f"val:{config.training.best_metric}" if f"val:{config.training.best_metric}" in val_sets
+        else next(iter(val_sets), "val"),
+        initial_state=initial_state, schedule_offset=schedule_offset,
+        update_trainable=(lambda step: apply_requires_grad(model, frozen, config.training, step)) if unfreezing else None)
+    summary = train(setup)
+    record_run(config, run_dir, summary)
+    return summary
+
+
+def check_model_config(config: Config, arch: Architecture, source: Checkpoint) -> None:
+    """The architecture comes from the checkpoint: explicit model.* keys must agree with it."""
+    explicit = config.model.model_fields_set
+    differing = [f"model.{key} ({getattr(config.model, key)} ≠ {getattr(arch, key)})"
+                 for key in ARCHITECTURE_KEYS if key in explicit and getattr(config.model, key) != getattr(arch, key)]
+    if "preset" in explicit and source.meta.get("preset") not in (None, config.model.preset):
+        differing.append(f"model.preset ({config.model.preset} ≠ {source.meta['preset']})")
+    if differing:
+        raise UserError(f"the config disagrees with the architecture of {source.path}: {', '.join(differing)}; "
+                        "drop these keys (post-training keeps the source's architecture)")
+
+
+def build_post_train_data(config: Config, tokenizer, vocab_size: int, source: Checkpoint):
+    """Training batches by data.strategy, and val:new / val:original validation sets."""
+    strategy = config.data.strategy
+    if strategy != "new_only" and not config.data.old_datasets:
+        raise UserError(f"data.strategy {strategy} trains on old and new data: give the original data with "
+                        "--old-dataset PATH (data.old_datasets)")
+    new = build_lm_data(config, tokenizer, vocab_size)
+    val_sets = {"val:new": new.val_sets["val"]} if new.val_sets else {}
+    if config.data.old_datasets:
+        old_config = config.model_copy(deep=True)
+        old_config.data.datasets, old_config.data.val_data = old_config.data.old_datasets, []
+        old = build_lm_data(old_config, tokenizer, vocab_size)
+        original_val = old.val_sets.get("val")
+    else:
+        old, original_val = None, _source_run_validation(source, tokenizer, vocab_size)
+    if original_val:
+        val_sets["val:original"] = original_val
+    else:
+        console.print("no original validation data found (give --old-dataset): only val:new is watched")
+    if strategy == "new_only":
+        return new.train_batches, val_sets
+    packed, weights = old.train_packed + new.train_packed, old.weights + new.weights
+    return make_batches(packed, weights, config, shuffle=strategy == "combined"), val_sets
+
+
+def _source_run_validation(source: Checkpoint, tokenizer, vocab_size: int):
+    """The validation set of the run that produced the source checkpoint, rebuilt from its config.yaml."""
+    for run_dir in (source.path.parent, source.path.parent.parent):
+        frozen = run_dir / "config.yaml"
+        if frozen.is_file() and not is_checkpoint_dir(run_dir):
+            try:
+                source_config = load_config(frozen)
+                return build_lm_data(source_config, tokenizer, vocab_size).val_sets.get("val")
+            except UserError as exc:
+                console.print(f"cannot rebuild the original validation set from {frozen}: {exc}")
+                return None
+    return None
+
+
+def _carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[TrainState, int]:
+    """Load the source's optimizer / schedule position / step unless reset; print what happened."""
+    resets = config.checkpoint
+    needs_state = not (resets.reset_optimizer and resets.reset_scheduler and resets.reset_step)
+    trainer_state = None
+    if needs_state:
+        if not source.has_trainer_state:
+            raise UserError(f"{source.path} has no trainer_state.pt to continue from; add --reset-optimizer "
+                            "--reset-scheduler --reset-step for a fresh fine-tune from its weights")
+        trainer_state = source.load_trainer_state()
+    lines = []
+    if resets.reset_optimizer:
+        lines.append("optimizer: reset (fresh AdamW moments)")
+    else:
+        fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+        try:
+            optimizer.load_state_dict(trainer_state["optimizer"])
+        except ValueError as exc:
+            raise UserError(f"the source optimizer state does not fit this run's parameter groups ({exc}); "
+                            "freezing or per-group LRs change them — add --reset-optimizer") from None
+        for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
+            group.update(fresh)  # this run's lr, weight decay and betas, the source's moments
+        lines.append(f"optimizer: loaded from {source.path} (AdamW moments of {len(optimizer.state)} tensors)")
+    source_step = int(trainer_state["train_state"]["step"]) if trainer_state else int(source.meta.get("step", 0))
+    schedule_step = int(trainer_state["scheduler"]["step"]) if trainer_state else source_step
+    start_step = 0 if resets.reset_step else source_step
+    offset = 0 if resets.reset_scheduler else schedule_step
+    lines.append("scheduler: reset (warmup and decay start over)" if resets.reset_scheduler
+                 else f"scheduler: continued from position {schedule_step}")
+    lines.append("step counter: reset to 0" if resets.reset_step else f"step counter: continues from {source_step}")
+    console.print("post-training state — " + "; ".join(lines))
+    return TrainState(step=start_step), offset
+
+
+def _report_learning_rate(config: Config, source: Checkpoint) -> None:
+    source_lr = source.meta.get("learning_rate")
+    lr = config.training.learning_rate
+    if not source_lr:
+        return
+    ratio = lr / source_lr
+    advice = ("; for fine-tuning 1/3–1/10 of the source's LR usually forgets less (--lr)"
+              if ratio > 1 / 3 else "")
+    console.print(f"learning rate {lr:g} = {ratio:.2g}× the source run's {source_lr:g}{advice}")
+
+
+def _check_reset_step(config: Config, source: Checkpoint, restart: bool) -> None:
+    """--reset-step restarts step numbers: only into an empty save_dir or this same post-training run."""
+    if not config.checkpoint.reset_step or restart or config.run.save_dir is None:
+        return
+    save_dir = Path(config.run.save_dir)
+    metas = [read_meta(path) for path in (save_dir / "final", save_dir / "best", *sorted(
+        (save_dir / "checkpoints").glob("step-*"))) if (path / "meta.json").is_file()]
+    foreign = [m for m in metas if not (m.get("post_training") and m.get("source_checkpoint") == str(source.path))]
+    if foreign:
+        raise UserError(f"--reset-step into {save_dir}, which holds checkpoints of another run, would mix two "
+                        "step counters; add --restart to move that run aside, or choose another --save-dir")
+
+
+def _fingerprints(config: Config) -> list[tuple[str, str | None]]:
+    """(dataset path, shard fingerprint or None for raw text) for every new and old dataset."""
+    from tempering.data.shards import read_manifest
+
+    pairs = []
+    for dataset in [*config.data.datasets, *config.data.old_datasets]:
+        path = Path(dataset.path)
+        fingerprint = read_manifest(path)["tokenizer"]["fingerprint"] if is_shard_dir(path) else None
+        pairs.append((dataset.path, fingerprint))
+    return pairs
