@@ -94,7 +94,8 @@ def main() -> None:
             if key(row, precision) in skipped:
                 raw[key(row, precision)] = [{"status": skipped[key(row, precision)]}]
                 continue
-            result = run_row(row, precision, workload, args, round_index)
+            pressure = wait_for_quiet_cpu(args.quiet_wait_s)
+            result = {**run_row(row, precision, workload, args, round_index), "cpu_pressure_at_start": pressure}
             raw[key(row, precision)].append(result)
             print(f"round {round_index + 1}/{args.rounds} {key(row, precision)}: "
                   + (f"{result['tokens_per_s']:,.0f} tokens/s" if result.get("tokens_per_s") else result["status"]),
@@ -139,6 +140,8 @@ def parse_args() -> argparse.Namespace:
                         help="Model vocabulary (default: the 8192-token tokenizer's); e.g. 32000 for the RSS target.")
     parser.add_argument("--chat-data", type=Path, default=None,
                         help="`messages` JSONL for the SFT rows (default: chats made from pydoc topics).")
+    parser.add_argument("--quiet-wait-s", type=float, default=60,
+                        help="Before each row, wait up to this long for other jobs to leave the CPU free.")
     parser.add_argument("--smoke", action="store_true", help="Two steps per row, one round (CI).")
     parser.add_argument("--no-docs", action="store_true", help="Do not write the table into docs/performance.md.")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-vs-peers")
@@ -148,10 +151,31 @@ def parse_args() -> argparse.Namespace:
     args.matmul_repeats = 10
     args.out = args.out or BENCH_DIR / "results" / ("vs_peers_smoke.json" if args.smoke else "vs_peers.json")
     if args.smoke:
-        args.steps, args.rounds, args.warmup, args.matmul_repeats = 2, 1, 0, 2
+        args.steps, args.rounds, args.warmup, args.matmul_repeats, args.quiet_wait_s = 2, 1, 0, 2, 0
     if args.steps < 2:
         parser.error("--steps must be at least 2 (step times are intervals between steps)")
     return args
+
+
+def cpu_pressure() -> float | None:
+    """Share of the last 10 s in which some runnable task waited for a CPU (Linux PSI), or None."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return float(some.split("avg10=")[1].split()[0]) / 100
+
+
+def wait_for_quiet_cpu(timeout_s: float, threshold: float = 0.2) -> float | None:
+    """Wait (up to timeout_s) until other jobs leave the CPU mostly free; return the pressure when starting.
+
+    On a shared machine a co-tenant makes torch's OpenMP threads wait at every barrier, which
+    slows a step several-fold; starting rows in quiet moments keeps the medians meaningful.
+    """
+    deadline = time.time() + timeout_s
+    while (pressure := cpu_pressure()) is not None and pressure > threshold and time.time() < deadline:
+        time.sleep(2)
+    return pressure
 
 
 def key(row: Row, precision: str) -> str:
@@ -203,7 +227,7 @@ def row_command(row: Row, precision: str, workload: Workload, args, run_dir: Pat
         return [sys.executable, "-m", "tempering", "sft", "--checkpoint", str(workload.checkpoint),
                 "--data", str(workload.chat_data), "--save-dir", str(run_dir / "run"),
                 "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                "--seed", str(args.seed), *common_temper_args(precision)]
+                "--val-split", "0", "--seed", str(args.seed), *common_temper_args(precision)]
     spec = {**OPTIMIZER, **row.options, "steps": args.steps, "batch_size": args.batch_size,
             "seq_len": args.seq_len, "seed": args.seed, "precision": precision,
             "checkpoint": str(workload.checkpoint), "tokenizer": str(workload.tokenizer),
@@ -269,7 +293,14 @@ def first_train_record(metrics_file: Path) -> bool:
         text = metrics_file.read_text(encoding="utf-8")
     except OSError:
         return False
-    return any('"split": "train"' in line for line in text.splitlines(keepends=True) if line.endswith("\n"))
+    return any(_is_train_record(line) for line in text.splitlines(keepends=True) if line.endswith("\n"))
+
+
+def _is_train_record(line: str) -> bool:
+    try:
+        return json.loads(line).get("split") == "train"
+    except ValueError:
+        return False
 
 
 def temper_steps(metrics_file: Path) -> tuple[list[float], list[int]]:

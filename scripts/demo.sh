@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The end-to-end demo on the built-in sample corpus:
-# corpus -> tokenizer -> shards -> pretrain -> eval -> generate.
+# corpus -> tokenizer -> shards -> pretrain -> eval -> post-train -> generate.
 # Re-running it is safe: every step either reproduces its output or is a no-op.
 set -euo pipefail
 OUT="${DEMO_DIR:-demo}"
@@ -31,5 +31,16 @@ temper pretrain --preset nano --data "$OUT/shards/prose" --tokenizer "$OUT/token
 echo "== 5. evaluate the best checkpoint on held-out prose and on code (a domain it has not seen)"
 temper eval --checkpoint "$OUT/runs/base" --data prose="$OUT/shards/prose" code="$OUT/shards/code" --max-batches 16
 
-echo "== 6. generate"
+echo "== 6. post-train on code, mixed with prose (combined), watching both validation sets"
+temper post-train --checkpoint "$OUT/runs/base" --new-dataset "$OUT/shards/code" --old-dataset "$OUT/shards/prose" \
+  --strategy combined --save-dir "$OUT/runs/code" --max-steps 100 --lr 3e-4 --warmup-steps 10 \
+  --reset-scheduler --batch-size 8 --seq-len 256 --eval-steps 50 training.eval_max_batches=8
+python3 - "$OUT/runs/code/summary.json" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+for split in ("val:original", "val:new"):
+    print(f"{split:13s} ppl {summary['val_at_start'][split]['ppl']:8.1f} -> {summary['val_at_end'][split]['ppl']:8.1f}")
+PY
+
+echo "== 7. generate"
 temper generate --checkpoint "$OUT/runs/base" --prompt "The built-in function" --max-new-tokens 60 --temperature 0.7 --top-k 40

@@ -79,6 +79,19 @@ POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] 
 ]
 
 
+SFT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+    Flag("--template", "sft.template", str, "NAME"),
+    Flag("--select", "checkpoint.select", str, "best|final|latest"),
+]
+DPO_FLAGS = SFT_FLAGS + [
+    Flag("--beta", "dpo.beta", float, "B"),
+    Flag("--loss-type", "dpo.loss_type", str, "sigmoid|ipo|hinge"),
+    Flag("--label-smoothing", "dpo.label_smoothing", float, "E"),
+    Flag("--ref-checkpoint", "dpo.ref_checkpoint", str, "PATH"),
+    Flag("--precompute-ref", "dpo.precompute_ref", is_switch=True),
+]
+
+
 def _field_help(key: str) -> str:
     """The schema's one-line help for a dotted key."""
     from tempering.config.loading import iter_fields
@@ -103,10 +116,13 @@ def _add_config_arguments(parser: argparse.ArgumentParser, flags: list[Flag]) ->
 def _overrides_from(args: argparse.Namespace, flags: list[Flag]) -> list[str]:
     """Flag values first, then explicit overrides, so explicit overrides win."""
     overrides = []
+    fmt = {"format": args.format} if getattr(args, "format", None) else {}
     for attr, key in (("data", "data.datasets"), ("val_data", "data.val_data")):
         paths = getattr(args, attr, None)
         if paths:  # JSON is YAML: a list of {path: ...} datasets
-            overrides.append(f"{key}={json.dumps([{'path': p} for p in paths])}")
+            overrides.append(f"{key}={json.dumps([{'path': p, **fmt} for p in paths])}")
+    if getattr(args, "no_packing", False):
+        overrides.append("sft.packing=false")
     for flag in flags:
         value = getattr(args, flag.flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
@@ -229,12 +245,27 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from tempering.generation.sampling import generate_tokens, stream_text
     from tempering.training.device import pick_device
 
+    if (args.prompt is None) == (args.chat is None):
+        raise UserError("give exactly one of --prompt TEXT (continue text) or --chat MESSAGE (a chat turn)")
     loaded = load_model(args.checkpoint, device=pick_device(args.device))
     tokenizer = loaded.tokenizer
-    tokens = generate_tokens(loaded.model, tokenizer.encode(args.prompt), max_new_tokens=args.max_new_tokens,
+    prompt, stop_ids = args.prompt, frozenset()
+    if args.chat is not None:
+        from tempering.data.chat import (
+            Conversation,
+            Message,
+            load_tokenizer_template,
+            render_prompt,
+        )
+
+        template = load_tokenizer_template(loaded.checkpoint.path)
+        messages = ([Message("system", args.system)] if args.system else []) + [Message("user", args.chat)]
+        prompt = render_prompt(Conversation(messages), template)
+        stop_ids = frozenset({tokenizer.tokenizer.token_to_id(template.end_of_turn)} - {None})
+    tokens = generate_tokens(loaded.model, tokenizer.encode(prompt), max_new_tokens=args.max_new_tokens,
                              eos_id=tokenizer.eos_id, temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, seed=args.seed)
-    sys.stdout.write(args.prompt)
+                             top_p=args.top_p, seed=args.seed, stop_ids=stop_ids)
+    sys.stdout.write(prompt)
     for piece in stream_text(tokens, tokenizer.decode):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -253,6 +284,39 @@ def cmd_post_train(args: argparse.Namespace) -> None:
         overrides.append(f"data.old_datasets={json.dumps([{'path': p} for p in args.old_dataset])}")
     config = _load(args, POST_TRAIN_FLAGS, "post_train", overrides)
     run_post_train(config, cli_checkpoint=args.checkpoint, restart=args.restart)
+
+
+def cmd_sft(args: argparse.Namespace) -> None:
+    """Supervised fine-tuning on chats."""
+    from tempering.training.sft import run_sft
+
+    _split_paths_and_overrides(args, "data")
+    _split_paths_and_overrides(args, "val_data")
+    run_sft(_load(args, SFT_FLAGS, "sft"), cli_checkpoint=args.checkpoint, restart=args.restart)
+
+
+def cmd_dpo(args: argparse.Namespace) -> None:
+    """Direct preference optimisation."""
+    from tempering.training.dpo import run_dpo
+
+    _split_paths_and_overrides(args, "data")
+    _split_paths_and_overrides(args, "val_data")
+    run_dpo(_load(args, DPO_FLAGS, "dpo"), cli_checkpoint=args.checkpoint, restart=args.restart)
+
+
+def cmd_inspect_data(args: argparse.Namespace) -> None:
+    """Render chat examples as the model sees them."""
+    from tempering.checkpoint.io import load_checkpoint
+    from tempering.checkpoint.resolution import resolve_source_checkpoint
+    from tempering.data.inspect import inspect_chat_data
+    from tempering.tokenizer import load_tokenizer
+
+    _split_paths_and_overrides(args, "data")
+    config = _load(args, SFT_FLAGS, "sft")
+    tokenizer_dir = config.tokenizer.path
+    if tokenizer_dir is None:
+        tokenizer_dir = load_checkpoint(resolve_source_checkpoint(config, args.checkpoint)[0]).tokenizer_dir
+    inspect_chat_data(config, load_tokenizer(tokenizer_dir or ""), num_samples=args.num_samples)
 
 
 # ---------------------------------------------------------------- parser
@@ -331,6 +395,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(post, POST_TRAIN_FLAGS)
     post.set_defaults(func=cmd_post_train)
 
+    for name, func, flags, summary in (
+            ("sft", cmd_sft, SFT_FLAGS, "Supervised fine-tuning on chats (instructions, tool calls, reasoning)."),
+            ("dpo", cmd_dpo, DPO_FLAGS, "Preference tuning (DPO) on prompt/chosen/rejected pairs.")):
+        stage = commands.add_parser(name, help=summary, description=summary + " Loss on assistant tokens "
+                                    "(and their end-of-turn token) only; re-running the same command resumes.")
+        stage.add_argument("--checkpoint", metavar="PATH", help="Starting model: checkpoint or run dir (else "
+                           "$CHECKPOINT_PATH, checkpoint.source_path, or the previous run in the run cache).")
+        stage.add_argument("--data", nargs="+", action="extend", metavar="PATH",
+                           help="Training data: .jsonl/.json/.parquet files, dirs or globs (repeatable) [data.datasets].")
+        stage.add_argument("--val-data", nargs="+", action="extend", metavar="PATH",
+                           help="Separate validation data; else --val-split of the training data [data.val_data].")
+        stage.add_argument("--format", metavar="FORMAT",
+                           help="Record format of --data: auto (default, per record), messages, alpaca, tool_call, "
+                                "reasoning, preference [data.datasets.N.format].")
+        if name == "sft":
+            stage.add_argument("--no-packing", action="store_true",
+                               help="Pad one example per row instead of packing several per sequence [sft.packing].")
+        stage.add_argument("--restart", action="store_true",
+                           help="Start over: move an existing run in --save-dir aside instead of resuming it.")
+        _add_config_arguments(stage, flags)
+        stage.set_defaults(func=func)
+
+    inspect = commands.add_parser("inspect-data", help="Show chat examples as the model will see them, trained "
+                                  "spans highlighted, with length, truncation and packing statistics.")
+    inspect.add_argument("--num-samples", type=int, default=3, metavar="N", help="Examples to show (default 3).")
+    inspect.add_argument("--data", nargs="+", action="extend", metavar="PATH", help="Chat data (else data.datasets).")
+    inspect.add_argument("--format", metavar="FORMAT", help="Record format of --data (default auto).")
+    inspect.add_argument("--checkpoint", metavar="PATH",
+                         help="Take the tokenizer from this checkpoint (else tokenizer.path or checkpoint.source_path).")
+    _add_config_arguments(inspect, SFT_FLAGS)
+    inspect.set_defaults(func=cmd_inspect_data)
+
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", nargs="+", action="extend", required=True, metavar="[NAME=]PATH",
@@ -348,7 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
     generate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
-    generate.add_argument("--prompt", required=True, metavar="TEXT", help="Text to continue.")
+    generate.add_argument("--prompt", metavar="TEXT", help="Text to continue.")
+    generate.add_argument("--chat", metavar="MESSAGE", help="A user message: rendered with the checkpoint's chat "
+                          "template; generation stops at the template's end-of-turn token.")
+    generate.add_argument("--system", metavar="TEXT", help="System message for --chat.")
     generate.add_argument("--max-new-tokens", type=int, default=100, metavar="N", help="Stop after N new tokens (default 100).")
     generate.add_argument("--temperature", type=float, default=0.8, metavar="T", help="Sampling temperature; 0 is greedy (default 0.8).")
     generate.add_argument("--top-k", type=int, metavar="K", help="Sample only among the K most likely tokens.")

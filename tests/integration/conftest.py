@@ -36,3 +36,12 @@ def pretrain(workspace):
                           "--save-dir", save_dir, *TINY_RUN, *extra, check=check, **kwargs)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def base_run(workspace, tmp_path_factory):
+    """A tiny model pretrained on prose: the source of post-training, SFT and DPO runs."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    run_temper("pretrain", "--data", workspace / "shards", "--tokenizer", workspace / "tok", "--save-dir", run,
+               *TINY_RUN, "--max-steps", "12", "--save-steps", "12", check=True)
+    return run

@@ -18,16 +18,6 @@ from safetensors.torch import load_file
 from tempering.config import load_config
 from tempering.tracking.metrics import read_metrics
 from tests.conftest import assert_user_error, run_temper
-from tests.integration.conftest import TINY_RUN
-
-
-@pytest.fixture(scope="module")
-def base_run(workspace, tmp_path_factory):
-    """A tiny model pretrained on prose, the source of every post-training run here."""
-    run = tmp_path_factory.mktemp("base") / "run"
-    run_temper("pretrain", "--data", workspace / "shards", "--tokenizer", workspace / "tok", "--save-dir", run,
-               *TINY_RUN, "--max-steps", "12", "--save-steps", "12", check=True)
-    return run
 
 
 @pytest.fixture

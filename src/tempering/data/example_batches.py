@@ -157,14 +157,16 @@ class ExampleBatches:
         """Arrays of global micro-batch `micro_batch`: input_ids, labels, document_ids, position_ids.
 
         All (B, T) int64. `document_ids` and `position_ids` are None when no row holds
-        more than one example (then the model's causal fast path is exact).
+        more than one example (then the model's causal fast path is exact). "num_tokens"
+        (an int) counts the non-pad tokens, for throughput.
         """
         epoch, index = divmod(micro_batch, self.batches_per_epoch)
         chosen = self._order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
         if not self.packing:
             input_ids, labels = pad_examples([self.examples[i] for i in chosen], pad_id=self.pad_id,
                                              max_len=self.seq_len)
-            return {"input_ids": input_ids, "labels": labels, "document_ids": None, "position_ids": None}
+            return {"input_ids": input_ids, "labels": labels, "document_ids": None, "position_ids": None,
+                    "num_tokens": int(self.lengths[chosen].sum())}
         return self._packed_batch([self.rows[r] for r in chosen])
 
     def _packed_batch(self, rows: list[np.ndarray]) -> Batch:
@@ -186,7 +188,7 @@ class ExampleBatches:
         if all(len(row) <= 1 for row in rows):
             document_ids = position_ids = None
         return {"input_ids": input_ids, "labels": labels, "document_ids": document_ids,
-                "position_ids": position_ids}
+                "position_ids": position_ids, "num_tokens": int(sum(self.lengths[row].sum() for row in rows))}
 
 
 def _check_lengths(examples: list[TokenizedExample], lengths: np.ndarray, seq_len: int) -> None:

@@ -6,6 +6,7 @@ Two domains, each split into train and val JSONL files of {"id", "source", "text
          importing some stdlib modules has side effects);
   code:  the standard library's own `.py` sources, without test suites, generated codec
          tables, build-configuration data, files over 200 KB or files that are not UTF-8.
+It also writes a small chat set built from the same docstrings (see sample_chat.py).
 The same Python install always yields byte-identical files: files are read in sorted order,
 the code domain is capped by taking files in that order, and the split is a hash of the id.
 """
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tempering.data.sample_chat import build_chat_rows
 from tempering.errors import UserError
 from tempering.tracking.console import progress_bar
 
@@ -55,7 +57,10 @@ def write_sample_corpus(
     stdlib_dir: Path | None = None,
     max_code_bytes: int = MAX_CODE_BYTES,
 ) -> dict:
-    """Write output/{prose,code}/{train,val}.jsonl and return {domain: {split: counts}}."""
+    """Write output/{prose,code}/{train,val}.jsonl and the chat set output/chat/{chat,preference}_{train,val}.jsonl.
+
+    Returns {part: {split: counts}} for prose, code, chat and preference.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     output = Path(output)
@@ -76,6 +81,11 @@ def write_sample_corpus(
             "train": _write_jsonl(output / domain / "train.jsonl", train),
             "val": _write_jsonl(output / domain / "val.jsonl", val),
         }
+    chats, pairs = build_chat_rows(stdlib_files)
+    for name, rows in (("chat", chats), ("preference", pairs)):
+        train, val = split_documents(rows, val_fraction)
+        summary[name] = {"train": _write_jsonl(output / "chat" / f"{name}_train.jsonl", train),
+                         "val": _write_jsonl(output / "chat" / f"{name}_val.jsonl", val)}
     return summary
 
 
@@ -183,9 +193,10 @@ def _check_output_dir(output: Path) -> None:
         return
     if not output.is_dir():
         raise UserError(f"{output} is a file; choose a directory for the sample corpus")
-    ours = set(DOMAINS) | {
+    ours = {*DOMAINS, "chat"} | {
         f"{domain}/{split}.jsonl{suffix}" for domain in DOMAINS for split in SPLITS for suffix in ("", TMP_SUFFIX)
-    }
+    } | {f"chat/{name}_{split}.jsonl{suffix}" for name in ("chat", "preference") for split in SPLITS
+         for suffix in ("", TMP_SUFFIX)}
     relative_paths = (path.relative_to(output).as_posix() for path in output.rglob("*"))
     foreign = next((relative for relative in relative_paths if relative not in ours), None)
     if foreign is not None:
@@ -205,5 +216,5 @@ def _write_jsonl(path: Path, documents: list[dict]) -> dict:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    text_bytes = sum(len(document["text"].encode("utf-8")) for document in documents)
+    text_bytes = sum(len(document.get("text", "").encode("utf-8")) for document in documents) or len(payload)
     return {"documents": len(documents), "bytes": text_bytes, "file_bytes": len(payload)}

@@ -19,14 +19,14 @@ def evaluate_loss(model: nn.Module, sets: list, objective, *, batch_size: int, d
     """Unit-weighted mean loss and perplexity over every batch of every set, in order.
 
     A set is anything with `eval_batches(batch_size)` yielding numpy batch dicts;
-    `max_batches` caps the batches per set. Extra objective metrics (DPO) are averaged.
+    `max_batches` caps the batches per set. Extra objective metrics (DPO), sums over units
+    like the loss, are returned as means per unit.
     """
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     total_units = 0
     extras: dict[str, torch.Tensor] = {}
-    num_batches = 0
     for eval_set in sets:
         for index, batch in enumerate(eval_set.eval_batches(batch_size)):
             if max_batches is not None and index >= max_batches:
@@ -36,11 +36,10 @@ def evaluate_loss(model: nn.Module, sets: list, objective, *, batch_size: int, d
                 loss_sum, num_units, *rest = objective(model, tensors)
             total_loss += loss_sum.double()
             total_units += int(num_units)
-            num_batches += 1
             for name, value in (rest[0] if rest else {}).items():
                 extras[name] = extras.get(name, 0) + value.double()
     model.train(was_training)
     loss = (total_loss / max(total_units, 1)).item()
     result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": total_units}
-    result.update({name: (value / max(num_batches, 1)).item() for name, value in extras.items()})
+    result.update({name: (value / max(total_units, 1)).item() for name, value in extras.items()})
     return result

@@ -25,8 +25,8 @@ def filter_logits(logits: torch.Tensor, *, top_k: int | None, top_p: float | Non
 @torch.no_grad()
 def generate_tokens(model: DecoderLM, prompt_ids: list[int], *, max_new_tokens: int, eos_id: int | None,
                     temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-                    seed: int = 0, use_cache: bool = True) -> Iterator[int]:
-    """Yield new token ids one by one until EOS (not yielded) or max_new_tokens; greedy at temperature 0."""
+                    seed: int = 0, use_cache: bool = True, stop_ids: frozenset[int] = frozenset()) -> Iterator[int]:
+    """Yield new token ids one by one until EOS or a stop id (not yielded) or max_new_tokens; greedy at temperature 0."""
     device = model.model.embed_tokens.weight.device
     limit = model.arch.max_seq_len
     ids = list(prompt_ids)[-(limit - 1):] if prompt_ids else [eos_id or 0]
@@ -38,7 +38,7 @@ def generate_tokens(model: DecoderLM, prompt_ids: list[int], *, max_new_tokens: 
         inputs = torch.tensor([pending if use_cache else ids], device=device)
         logits = model(inputs, kv_cache=cache)[0, -1].float()
         next_id = _choose(logits, temperature, top_k, top_p, generator)
-        if next_id == eos_id:
+        if next_id == eos_id or next_id in stop_ids:
             return
         yield next_id
         ids.append(next_id)

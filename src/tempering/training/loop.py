@@ -148,9 +148,10 @@ def train(setup: TrainingSetup) -> dict:
             epoch_before = state.micro_batch // batches_per_epoch
             state.step += 1
             state.micro_batch += accumulation
-            state.tokens_seen += sum(int(b.get("num_tokens", 0)) for b in batches) or num_units
+            num_tokens = sum(int(b.get("num_tokens", 0)) for b in batches) or num_units
+            state.tokens_seen += num_tokens
             epoch_ended = state.micro_batch // batches_per_epoch > epoch_before
-            window.add(step_loss_sum, num_units, extras)
+            window.add(step_loss_sum, num_units, num_tokens, extras)
             epoch_loss += step_loss_sum
             epoch_units += num_units
             progress.advance(lr=lr)
@@ -204,7 +205,8 @@ def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: 
                          inject_nan: bool = False) -> tuple[torch.Tensor, dict]:
     """Backpropagate each micro-batch's summed loss divided by the step's units; return the loss sum and extras.
 
-    Extras are an objective's extra metrics (DPO rewards), averaged over the micro-batches.
+    Extras are an objective's extra metrics (DPO rewards), summed over units like the loss and
+    returned as means over the step's units.
     """
     step_loss_sum = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
     extras: dict[str, torch.Tensor] = {}
@@ -215,13 +217,13 @@ def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: 
             loss_sum = loss_sum * float("nan")
         (loss_sum / num_units).backward()
         step_loss_sum += loss_sum.detach().double()
-        for name, value in (rest[0] if rest else {}).items():
-            extras[name] = extras.get(name, 0) + value.detach().double() / len(micro_batches)
+        for name, value in (rest[0] if rest else {}).items():  # sums over units, like the loss
+            extras[name] = extras.get(name, 0) + value.detach().double() / num_units
     return step_loss_sum, extras
 
 
 class _Window:
-    """Loss, units and extra metrics since the last train log line (device tensors, no sync)."""
+    """Loss, units (the loss normaliser), tokens and extra metrics since the last train log line."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -229,11 +231,12 @@ class _Window:
 
     def _reset(self) -> None:
         self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.units, self.steps, self.extras, self.start = 0, 0, {}, time.perf_counter()
+        self.units, self.tokens, self.steps, self.extras, self.start = 0, 0, 0, {}, time.perf_counter()
 
-    def add(self, loss_sum: torch.Tensor, units: int, extras: dict) -> None:
+    def add(self, loss_sum: torch.Tensor, units: int, tokens: int, extras: dict) -> None:
         self.loss += loss_sum
         self.units += units
+        self.tokens += tokens
         self.steps += 1
         for name, value in extras.items():
             self.extras[name] = self.extras.get(name, 0) + value
@@ -244,7 +247,7 @@ class _Window:
         loss = (self.loss / max(self.units, 1)).item()
         record = {"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4), "split": "train",
                   "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": lr, "grad_norm": grad_norm.item(),
-                  "tokens_per_s": self.units / max(now - self.start, 1e-9), "tokens_seen": state.tokens_seen,
+                  "tokens_per_s": self.tokens / max(now - self.start, 1e-9), "tokens_seen": state.tokens_seen,
                   "time_s": round(now - started, 3)}
         record.update({name: (value / self.steps).item() for name, value in self.extras.items()})
         self._reset()

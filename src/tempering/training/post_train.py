@@ -29,10 +29,10 @@ from tempering.models.hf import from_hf_config, to_hf_config
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console, print_table
 from tempering.training.device import pick_device
+from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, TrainState, train
 from tempering.training.objectives import OBJECTIVES, count_window_tokens
 from tempering.training.optim import build_optimizer
-from tempering.training.pretrain import count_total_steps
 from tempering.training.run_dir import prepare_run_dir
 from tempering.training.trainable import (
     TRAINABLE_COLUMNS,
@@ -81,7 +81,9 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
                                    config.training.learning_rate, frozen), to_stdout=False)
     _report_learning_rate(config, source)
 
-    new_steps, length_reason = count_total_steps(config.training, train_batches, config.data.seq_len)
+    new_steps, length_reason = count_total_steps(
+        config.training, train_batches.batches_per_epoch, samples_per_batch=config.training.batch_size,
+        tokens_per_batch=config.training.batch_size * config.data.seq_len)
     resets = {name: getattr(config.checkpoint, f"reset_{name}") for name in ("optimizer", "scheduler", "step")}
     unfreezing = config.training.unfreeze_top_blocks is not None
     setup = TrainingSetup(

@@ -76,7 +76,8 @@ class PreferenceBatches:
         pair_index = self.pair_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
         rows = [self.pairs[i][0] for i in pair_index] + [self.pairs[i][1] for i in pair_index]
         input_ids, labels = pad_examples(rows, pad_id=self.pad_id, max_len=self.max_len)
-        return {"input_ids": input_ids, "labels": labels, "pair_index": pair_index.astype(np.int64)}
+        return {"input_ids": input_ids, "labels": labels, "pair_index": pair_index.astype(np.int64),
+                "num_tokens": int(sum(len(row.input_ids) for row in rows))}
 
 
 def count_pairs(batch: dict) -> int:
@@ -203,7 +204,8 @@ def precompute_reference_logps(ref_model: nn.Module, batches: PreferenceBatches,
     tables = torch.full((2, batches.num_pairs), float("nan"))
     for micro_batch in range(batches.batches_per_epoch):  # epoch 0 visits every pair once
         arrays = batches.batch(micro_batch)
-        batch = {name: torch.from_numpy(values).to(device) for name, values in arrays.items()}
+        batch = {name: torch.from_numpy(values).to(device) for name, values in arrays.items()
+                 if isinstance(values, np.ndarray)}
         with autocast():
             logps, _ = sequence_logps(ref_model, batch)
         pair_index = torch.from_numpy(arrays["pair_index"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -10,15 +9,15 @@ import torch
 from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.resolution import record_run
 from tempering.config.presets import Architecture, get_preset
-from tempering.config.schema import Config, ModelConfig, TrainingConfig
+from tempering.config.schema import Config, ModelConfig
 from tempering.data.datasets import build_lm_data, is_shard_dir
-from tempering.data.packing import SequenceBatches
 from tempering.errors import UserError
 from tempering.models import build_model
 from tempering.models.hf import to_hf_config
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 from tempering.training.device import pick_device
+from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
 from tempering.training.objectives import OBJECTIVES, count_window_tokens
 from tempering.training.optim import build_optimizer
@@ -33,7 +32,10 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
         raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context "
                         f"({arch.max_seq_len}, preset {config.model.preset}); lower --seq-len or raise model.max_seq_len")
     data = build_lm_data(config, tokenizer, arch.vocab_size)
-    total_steps, length_reason = count_total_steps(config.training, data.train_batches, config.data.seq_len)
+    batch_size = config.training.batch_size
+    total_steps, length_reason = count_total_steps(
+        config.training, data.train_batches.batches_per_epoch, samples_per_batch=batch_size,
+        tokens_per_batch=batch_size * config.data.seq_len)
     _check_early_stopping(config, bool(data.val_sets))
     run_dir = prepare_run_dir(config, restart=restart)
     recover_interrupted_saves(run_dir)
@@ -85,21 +87,6 @@ def build_architecture(model: ModelConfig, tokenizer_vocab_size: int) -> Archite
     arch = get_preset(model.preset).with_overrides(**overrides)
     arch.check()
     return arch
-
-
-def count_total_steps(training: TrainingConfig, batches: SequenceBatches, seq_len: int) -> tuple[int, str]:
-    """Optimizer steps the run takes, from whichever training length is set."""
-    sequences_per_step = training.batch_size * training.accumulation_steps
-    if training.max_steps is not None:
-        return training.max_steps, "max_steps"
-    if training.epochs is not None:
-        return max(1, math.ceil(training.epochs * batches.batches_per_epoch / training.accumulation_steps)), "epochs"
-    if training.num_training_samples is not None:
-        return max(1, math.ceil(training.num_training_samples / sequences_per_step)), "num_training_samples"
-    if training.num_training_tokens is not None:
-        return max(1, math.ceil(training.num_training_tokens / (sequences_per_step * seq_len))), "num_training_tokens"
-    raise UserError("no training length: give one of --max-steps N, --epochs N, --num-training-tokens N "
-                    "(or training.num_training_samples)")
 
 
 def _check_early_stopping(config: Config, has_validation: bool) -> None:

@@ -18,6 +18,7 @@ from tempering.errors import UserError
 STDLIB = default_stdlib_dir()
 KEPT = ["bisect.py", "colorsys.py", "json/__init__.py", "json/decoder.py", "this.py"]
 FILES = [f"{domain}/{split}.jsonl" for domain in ("prose", "code") for split in ("train", "val")]
+CHAT_FILES = [f"chat/{name}_{split}.jsonl" for name in ("chat", "preference") for split in ("train", "val")]
 
 
 @pytest.fixture
@@ -79,10 +80,10 @@ def test_writes_are_byte_identical_and_rewriting_own_output_is_allowed(tiny_stdl
     second = write_sample_corpus(tmp_path / "b", stdlib_dir=tiny_stdlib)
     again = write_sample_corpus(tmp_path / "a", stdlib_dir=tiny_stdlib)
     assert first == second == again
-    for name in FILES:
+    for name in FILES + CHAT_FILES:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*")) == sorted(
-        ["code", "prose", *FILES]
+        ["chat", "code", "prose", *FILES, *CHAT_FILES]
     )
 
 

@@ -112,7 +112,7 @@ def make_pairs(num_pairs: int, seed: int = 0) -> list[tuple[Rendered, Rendered]]
 
 
 def to_torch(batch):
-    return {key: torch.from_numpy(value) for key, value in batch.items()}
+    return {key: torch.from_numpy(value) for key, value in batch.items() if isinstance(value, np.ndarray)}
 
 
 def test_preference_batches_are_chosen_then_rejected_and_reproducible():

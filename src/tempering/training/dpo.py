@@ -1,0 +1,146 @@
+"""`temper dpo`: preference tuning against a frozen reference (or its precomputed log-probs)."""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import torch
+
+from tempering.checkpoint.atomic import recover_interrupted_saves
+from tempering.checkpoint.model_loading import load_model
+from tempering.checkpoint.resolution import record_run
+from tempering.config.schema import Config, DatasetConfig
+from tempering.data.chat import load_preference_pairs, render_preference_pair
+from tempering.errors import UserError
+from tempering.tracking.console import console
+from tempering.training.chat_setup import (
+    ChatStart,
+    chat_meta,
+    hf_config_for,
+    load_chat_start,
+    split_items,
+    write_run_tokenizer,
+)
+from tempering.training.device import autocast, pick_device
+from tempering.training.length import count_total_steps
+from tempering.training.loop import TrainingSetup, train
+from tempering.training.optim import build_optimizer
+from tempering.training.preference import (
+    PreferenceBatches,
+    check_dpo_settings,
+    count_pairs,
+    dpo_objective,
+    precompute_reference_logps,
+)
+from tempering.training.run_dir import prepare_run_dir
+
+
+class PairEvalSet:
+    """Validation pairs in order; pair indices are offset into the shared reference table."""
+
+    def __init__(self, pairs: list, *, offset: int, pad_id: int, max_len: int):
+        self.pairs, self.offset, self.pad_id, self.max_len = pairs, offset, pad_id, max_len
+
+    def batches(self, batch_size: int) -> PreferenceBatches:
+        """The pairs as in-order batches (pair_index local to this set)."""
+        return PreferenceBatches(self.pairs, batch_size=batch_size, seed=0, pad_id=self.pad_id,
+                                 max_len=self.max_len, shuffle=False)
+
+    def eval_batches(self, batch_size: int):
+        """Yield every validation batch once, with pair indices into the shared reference table."""
+        batches = self.batches(batch_size)
+        for index in range(batches.batches_per_epoch):
+            batch = batches.batch(index)
+            batch["pair_index"] = batch["pair_index"] + self.offset
+            yield batch
+
+
+def run_dpo(config: Config, *, cli_checkpoint: str | None = None, restart: bool = False) -> dict:
+    """Preference-tune the resolved checkpoint; resume the run in save_dir if there is one."""
+    dpo = config.dpo
+    check_dpo_settings(dpo.beta, dpo.loss_type, dpo.label_smoothing)
+    if not config.data.datasets:
+        raise UserError("no preference data: give --data PATH (JSONL with prompt, chosen, rejected)")
+    start = load_chat_start(config, cli_checkpoint)
+    train_pairs, val_pairs = _pairs(config, start)
+    pad_id = start.tokenizer.pad_id if start.tokenizer.pad_id is not None else start.tokenizer.eos_id
+    batches = PreferenceBatches(train_pairs, batch_size=config.training.batch_size, seed=config.run.seed,
+                                pad_id=pad_id, max_len=config.data.seq_len)
+    total_steps, length_reason = count_total_steps(
+        config.training, batches.batches_per_epoch, samples_per_batch=config.training.batch_size,
+        tokens_per_batch=None)
+    run_dir = prepare_run_dir(config, restart=restart)
+    recover_interrupted_saves(run_dir)
+    tokenizer_dir = write_run_tokenizer(start, run_dir)
+
+    device = pick_device(config.training.device)
+    torch.manual_seed(config.run.seed)
+    policy = start.model.to(device)
+    policy.gradient_checkpointing = config.training.gradient_checkpointing
+    reference = _reference_model(config, start, device)
+    val_set = PairEvalSet(val_pairs, offset=len(train_pairs), pad_id=pad_id, max_len=config.data.seq_len)
+    objective = partial(dpo_objective, beta=dpo.beta, loss_type=dpo.loss_type, label_smoothing=dpo.label_smoothing)
+    if dpo.precompute_ref:
+        amp = partial(autocast, device, config.training.precision)
+        chosen, rejected = precompute_reference_logps(reference, batches, device=device, autocast=amp)
+        if val_pairs:
+            val_chosen, val_rejected = precompute_reference_logps(reference, val_set.batches(config.training.batch_size),
+                                                                  device=device, autocast=amp)
+            chosen, rejected = torch.cat([chosen, val_chosen]), torch.cat([rejected, val_rejected])
+        del reference  # the point of precomputing: the reference no longer takes memory
+        objective = partial(objective, ref_logps=(chosen, rejected))
+        console.print(f"reference log-probs precomputed for {len(chosen)} pairs; reference model freed")
+    else:
+        objective = partial(objective, ref_model=reference)
+    console.print(f"dpo: {len(train_pairs)} training pairs, {len(val_pairs)} validation; beta {dpo.beta}, "
+                  f"loss {dpo.loss_type}; {total_steps} steps")
+    setup = TrainingSetup(
+        config=config, run_dir=run_dir, model=policy, optimizer=build_optimizer(policy, config.training),
+        objective=objective, count_units=count_pairs, train_batches=batches,
+        val_sets={"val": [val_set]} if val_pairs else {}, device=device, total_steps=total_steps,
+        length_reason=length_reason, hf_config=hf_config_for(start, config), tokenizer_dir=tokenizer_dir,
+        meta={**chat_meta(start, config), "beta": dpo.beta, "loss_type": dpo.loss_type,
+              "reference": dpo.ref_checkpoint or "initial policy"})
+    summary = train(setup)
+    record_run(config, run_dir, summary)
+    return summary
+
+
+def _pairs(config: Config, start: ChatStart) -> tuple[list, list]:
+    train = _render_pairs(config.data.datasets, start, config)
+    if config.data.val_data:
+        return train, _render_pairs(config.data.val_data, start, config)
+    return split_items(train, config.data.val_split, config.run.seed)
+
+
+def _render_pairs(datasets: list[DatasetConfig], start: ChatStart, config: Config) -> list:
+    pairs, dropped = [], 0
+    for dataset in datasets:
+        fmt = "auto" if dataset.format in ("auto", "jsonl") else dataset.format
+        for pair in load_preference_pairs(dataset.path, fmt, dataset.transform, dataset.limit):
+            rendered = render_preference_pair(pair, start.template, start.tokenizer, max_seq_length=config.data.seq_len)
+            if rendered is None:
+                dropped += 1
+            else:
+                pairs.append(rendered)
+    if dropped:
+        console.print(f"rendering: {dropped} preference pairs dropped (no trained token left within --seq-len)")
+    if not pairs:
+        raise UserError("no preference pairs left after rendering; raise --seq-len")
+    return pairs
+
+
+def _reference_model(config: Config, start: ChatStart, device: torch.device):
+    """A frozen reference: an explicit checkpoint, or a copy of the initial policy."""
+    if config.dpo.ref_checkpoint:
+        reference = load_model(config.dpo.ref_checkpoint, device=device).model
+        if reference.arch.vocab_size != start.arch.vocab_size:
+            raise UserError(f"dpo.ref_checkpoint {config.dpo.ref_checkpoint} has a vocabulary of "
+                            f"{reference.arch.vocab_size}, the policy {start.arch.vocab_size}")
+    else:
+        reference = copy.deepcopy(start.model)
+    reference.eval()
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+    return reference

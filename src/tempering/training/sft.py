@@ -1,0 +1,124 @@
+"""`temper sft`: supervised fine-tuning on chats — load, render with a loss mask, pack, train."""
+
+from __future__ import annotations
+
+import torch
+
+from tempering.checkpoint.atomic import recover_interrupted_saves
+from tempering.checkpoint.resolution import record_run
+from tempering.config.schema import Config, DatasetConfig
+from tempering.data.chat import RenderedExample, load_conversations, render_conversation
+from tempering.data.example_batches import ExampleBatches, count_trained_tokens
+from tempering.errors import UserError
+from tempering.tracking.console import console
+from tempering.training.chat_setup import (
+    ChatStart,
+    chat_meta,
+    hf_config_for,
+    load_chat_start,
+    split_items,
+    write_run_tokenizer,
+)
+from tempering.training.device import pick_device
+from tempering.training.length import count_total_steps
+from tempering.training.loop import TrainingSetup, train
+from tempering.training.optim import build_optimizer
+from tempering.training.preference import sft_loss
+from tempering.training.run_dir import prepare_run_dir
+
+
+class ExampleEvalSet:
+    """Validation examples, batched in order (packed like training, so the loss is comparable)."""
+
+    def __init__(self, examples: list[RenderedExample], *, seq_len: int, packing: bool, pad_id: int):
+        self.examples, self.seq_len, self.packing, self.pad_id = examples, seq_len, packing, pad_id
+        self._batches: dict[int, ExampleBatches] = {}
+
+    def eval_batches(self, batch_size: int):
+        """Yield every validation batch once."""
+        if batch_size not in self._batches:
+            self._batches[batch_size] = ExampleBatches(self.examples, seq_len=self.seq_len, batch_size=batch_size,
+                                                       seed=0, packing=self.packing, pad_id=self.pad_id,
+                                                       shuffle=False)
+        batches = self._batches[batch_size]
+        for index in range(batches.batches_per_epoch):
+            yield batches.batch(index)
+
+
+class RenderedData:
+    """Every dataset of a config rendered into training examples, with what was dropped."""
+
+    def __init__(self, datasets: list[DatasetConfig], start: ChatStart, config: Config):
+        self.examples: list[RenderedExample] = []
+        self.dataset_ids: list[int] = []
+        self.num_dropped = self.num_truncated = 0
+        for index, dataset in enumerate(datasets):
+            for conversation in load_conversations(dataset.path, dataset.format, dataset.transform, dataset.limit):
+                example = render_conversation(conversation, start.template, start.tokenizer,
+                                              max_seq_length=config.data.seq_len,
+                                              train_on_prompt=config.sft.train_on_prompt,
+                                              truncation=config.sft.truncation)
+                if example is None:
+                    self.num_dropped += 1
+                    continue
+                self.num_truncated += example.num_truncated_tokens > 0
+                self.examples.append(example)
+                self.dataset_ids.append(index)
+
+
+def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool = False) -> dict:
+    """Fine-tune the resolved checkpoint on chat data; resume the run in save_dir if there is one."""
+    if not config.data.datasets:
+        raise UserError("no training data: give --data PATH (chat JSONL/JSON/Parquet)")
+    start = load_chat_start(config, cli_checkpoint)
+    train_examples, train_ids, val_examples = _training_and_validation(config, start)
+    packing, seq_len = config.sft.packing, config.data.seq_len
+    pad_id = start.tokenizer.pad_id if start.tokenizer.pad_id is not None else start.tokenizer.eos_id
+    batches = ExampleBatches(train_examples, seq_len=seq_len, batch_size=config.training.batch_size,
+                             seed=config.run.seed, packing=packing, pad_id=pad_id, dataset_ids=train_ids,
+                             weights=[d.weight for d in config.data.datasets])
+    trained_tokens = sum(e.num_trained_tokens for e in train_examples)
+    total_steps, length_reason = count_total_steps(
+        config.training, batches.batches_per_epoch,
+        samples_per_batch=len(train_examples) / batches.batches_per_epoch,
+        tokens_per_batch=trained_tokens / batches.batches_per_epoch if packing else None)
+    run_dir = prepare_run_dir(config, restart=restart)
+    recover_interrupted_saves(run_dir)
+    tokenizer_dir = write_run_tokenizer(start, run_dir)
+
+    device = pick_device(config.training.device)
+    torch.manual_seed(config.run.seed)
+    model = start.model.to(device)
+    model.gradient_checkpointing = config.training.gradient_checkpointing
+    val_sets = {"val": [ExampleEvalSet(val_examples, seq_len=seq_len, packing=packing, pad_id=pad_id)]} \
+        if val_examples else {}
+    console.print(f"sft: {len(train_examples)} training examples ({trained_tokens:,} trained tokens), "
+                  f"{len(val_examples)} validation; template {start.template.name}; "
+                  f"{'packed' if packing else 'padded'} into {batches.batches_per_epoch} batches per epoch; "
+                  f"{total_steps} steps")
+    setup = TrainingSetup(
+        config=config, run_dir=run_dir, model=model, optimizer=build_optimizer(model, config.training),
+        objective=sft_loss, count_units=count_trained_tokens, train_batches=batches, val_sets=val_sets,
+        device=device, total_steps=total_steps, length_reason=length_reason,
+        hf_config=hf_config_for(start, config), tokenizer_dir=tokenizer_dir, meta=chat_meta(start, config))
+    summary = train(setup)
+    record_run(config, run_dir, summary)
+    return summary
+
+
+def _training_and_validation(config: Config, start: ChatStart):
+    rendered = RenderedData(config.data.datasets, start, config)
+    if rendered.num_dropped or rendered.num_truncated:
+        console.print(f"rendering: {rendered.num_truncated} examples truncated ({config.sft.truncation}), "
+                      f"{rendered.num_dropped} dropped (too long with truncation=drop, or nothing left to train)")
+    if not rendered.examples:
+        raise UserError("no training examples left after rendering (all dropped); raise --seq-len or change "
+                        "sft.truncation")
+    pairs = list(zip(rendered.examples, rendered.dataset_ids, strict=True))
+    if config.data.val_data:
+        train_pairs = pairs
+        val_examples = RenderedData(config.data.val_data, start, config).examples
+    else:
+        train_pairs, val_pairs = split_items(pairs, config.data.val_split, config.run.seed)
+        val_examples = [example for example, _ in val_pairs]
+    return [e for e, _ in train_pairs], [i for _, i in train_pairs], val_examples
