@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The end-to-end demo on the built-in sample corpus:
-# corpus -> tokenizer -> shards -> pretrain -> eval -> post-train -> generate.
+# corpus -> tokenizer -> shards -> pretrain -> eval -> post-train -> generate -> SFT -> DPO -> chat.
 # Re-running it is safe: every step either reproduces its output or is a no-op.
 set -euo pipefail
 OUT="${DEMO_DIR:-demo}"
@@ -42,5 +42,18 @@ for split in ("val:original", "val:new"):
     print(f"{split:13s} ppl {summary['val_at_start'][split]['ppl']:8.1f} -> {summary['val_at_end'][split]['ppl']:8.1f}")
 PY
 
-echo "== 7. generate"
+echo "== 7. generate a continuation from the pretrained model"
 temper generate --checkpoint "$OUT/runs/base" --prompt "The built-in function" --max-new-tokens 60 --temperature 0.7 --top-k 40
+
+echo "== 8. SFT on the sample chat set (questions about stdlib names -> their docstrings), packed"
+temper inspect-data --checkpoint "$OUT/runs/base" --data "$OUT/corpus/chat/chat_train.jsonl" --num-samples 1 --seq-len 256
+temper sft --checkpoint "$OUT/runs/base" --data "$OUT/corpus/chat/chat_train.jsonl" --save-dir "$OUT/runs/sft" \
+  --max-steps 80 --batch-size 8 --seq-len 256 --lr 5e-4 --warmup-steps 8 --eval-steps 40 training.eval_max_batches=8
+
+echo "== 9. DPO on preference pairs built from the same docstrings (reference log-probs precomputed)"
+temper dpo --checkpoint "$OUT/runs/sft" --data "$OUT/corpus/chat/preference_train.jsonl" --save-dir "$OUT/runs/dpo" \
+  --max-steps 30 --batch-size 8 --seq-len 256 --lr 5e-5 --beta 0.1 --precompute-ref --eval-steps 15 \
+  training.eval_max_batches=4
+
+echo "== 10. chat with the tuned model: generation stops at the end-of-turn token"
+temper generate --checkpoint "$OUT/runs/dpo" --chat "What does \`json.dumps\` do?" --max-new-tokens 60 --temperature 0
