@@ -390,8 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="The original data, for --strategy combined/append and val:original [data.old_datasets].")
     post.add_argument("--val-data", nargs="+", action="extend", metavar="PATH",
                       help="Separate validation data for val:new [data.val_data].")
-    post.add_argument("--restart", action="store_true",
-                      help="Start over: move an existing run in --save-dir aside instead of resuming it.")
+    _add_restart(post)
     _add_config_arguments(post, POST_TRAIN_FLAGS)
     post.set_defaults(func=cmd_post_train)
 
@@ -412,8 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sft":
             stage.add_argument("--no-packing", action="store_true",
                                help="Pad one example per row instead of packing several per sequence [sft.packing].")
-        stage.add_argument("--restart", action="store_true",
-                           help="Start over: move an existing run in --save-dir aside instead of resuming it.")
+        _add_restart(stage)
         _add_config_arguments(stage, flags)
         stage.set_defaults(func=func)
 
@@ -466,9 +464,13 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Training data: shard dirs from `temper prep`, or raw files/dirs/globs (repeatable) [data.datasets].")
     parser.add_argument("--val-data", nargs="+", action="extend", metavar="PATH",
                         help="Separate validation data; shard dirs contribute their val split when they have one [data.val_data].")
+    _add_restart(parser)
+    _add_config_arguments(parser, TRAINING_FLAGS)
+
+
+def _add_restart(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="Start over: move an existing run in --save-dir aside (never deleted) instead of resuming it.")
-    _add_config_arguments(parser, TRAINING_FLAGS)
 
 
 def main(argv: list[str] | None = None) -> None:

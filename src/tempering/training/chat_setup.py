@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.io import Checkpoint, load_checkpoint
 from tempering.checkpoint.resolution import resolve_source_checkpoint
 from tempering.config.presets import Architecture
@@ -30,6 +31,8 @@ from tempering.models import DecoderLM, build_model
 from tempering.models.hf import from_hf_config, to_hf_config
 from tempering.tokenizer import TokenizerBundle, load_tokenizer
 from tempering.tracking.console import console
+from tempering.training.device import pick_device
+from tempering.training.run_dir import prepare_run_dir
 
 
 @dataclass
@@ -80,6 +83,18 @@ def grow_vocabulary(model: DecoderLM, vocab_size: int, *, dropout: float = 0.0) 
             state[name] = torch.cat([weight, weight.mean(0, keepdim=True).expand(vocab_size - old, -1)])
     grown.load_exported_state_dict(state)
     return grown
+
+
+def start_chat_run(config: Config, start: ChatStart, *, restart: bool) -> tuple[Path, Path, torch.device]:
+    """Open the run dir (nothing is written before this), write its tokenizer, place the model."""
+    run_dir = prepare_run_dir(config, restart=restart)
+    recover_interrupted_saves(run_dir)
+    tokenizer_dir = write_run_tokenizer(start, run_dir)
+    device = pick_device(config.training.device)
+    torch.manual_seed(config.run.seed)
+    start.model.to(device)
+    start.model.gradient_checkpointing = config.training.gradient_checkpointing
+    return run_dir, tokenizer_dir, device
 
 
 def write_run_tokenizer(start: ChatStart, run_dir: Path) -> Path:

@@ -7,7 +7,6 @@ from functools import partial
 
 import torch
 
-from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.model_loading import load_model
 from tempering.checkpoint.resolution import record_run
 from tempering.config.schema import Config, DatasetConfig
@@ -20,9 +19,9 @@ from tempering.training.chat_setup import (
     hf_config_for,
     load_chat_start,
     split_items,
-    write_run_tokenizer,
+    start_chat_run,
 )
-from tempering.training.device import autocast, pick_device
+from tempering.training.device import autocast
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
 from tempering.training.optim import build_optimizer
@@ -33,7 +32,6 @@ from tempering.training.preference import (
     dpo_objective,
     precompute_reference_logps,
 )
-from tempering.training.run_dir import prepare_run_dir
 
 
 class PairEvalSet:
@@ -70,14 +68,8 @@ def run_dpo(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
     total_steps, length_reason = count_total_steps(
         config.training, batches.batches_per_epoch, samples_per_batch=config.training.batch_size,
         tokens_per_batch=None)
-    run_dir = prepare_run_dir(config, restart=restart)
-    recover_interrupted_saves(run_dir)
-    tokenizer_dir = write_run_tokenizer(start, run_dir)
-
-    device = pick_device(config.training.device)
-    torch.manual_seed(config.run.seed)
-    policy = start.model.to(device)
-    policy.gradient_checkpointing = config.training.gradient_checkpointing
+    run_dir, tokenizer_dir, device = start_chat_run(config, start, restart=restart)
+    policy = start.model
     reference = _reference_model(config, start, device)
     val_set = PairEvalSet(val_pairs, offset=len(train_pairs), pad_id=pad_id, max_len=config.data.seq_len)
     objective = partial(dpo_objective, beta=dpo.beta, loss_type=dpo.loss_type, label_smoothing=dpo.label_smoothing)

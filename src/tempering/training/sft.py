@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
-from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.resolution import record_run
 from tempering.config.schema import Config, DatasetConfig
 from tempering.data.chat import RenderedExample, load_conversations, render_conversation
@@ -17,14 +14,12 @@ from tempering.training.chat_setup import (
     hf_config_for,
     load_chat_start,
     split_items,
-    write_run_tokenizer,
+    start_chat_run,
 )
-from tempering.training.device import pick_device
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
 from tempering.training.optim import build_optimizer
 from tempering.training.preference import sft_loss
-from tempering.training.run_dir import prepare_run_dir
 
 
 class ExampleEvalSet:
@@ -82,14 +77,8 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
         config.training, batches.batches_per_epoch,
         samples_per_batch=len(train_examples) / batches.batches_per_epoch,
         tokens_per_batch=trained_tokens / batches.batches_per_epoch if packing else None)
-    run_dir = prepare_run_dir(config, restart=restart)
-    recover_interrupted_saves(run_dir)
-    tokenizer_dir = write_run_tokenizer(start, run_dir)
-
-    device = pick_device(config.training.device)
-    torch.manual_seed(config.run.seed)
-    model = start.model.to(device)
-    model.gradient_checkpointing = config.training.gradient_checkpointing
+    run_dir, tokenizer_dir, device = start_chat_run(config, start, restart=restart)
+    model = start.model
     val_sets = {"val": [ExampleEvalSet(val_examples, seq_len=seq_len, packing=packing, pad_id=pad_id)]} \
         if val_examples else {}
     console.print(f"sft: {len(train_examples)} training examples ({trained_tokens:,} trained tokens), "
