@@ -53,7 +53,8 @@ def prepare_shards(work: Path, vocab_size: int, domains: tuple[str, ...] = ()) -
     shards, tok = work / f"shards-{name}-{vocab_size}", work / f"tok-{name}-{vocab_size}"
     if not (work / "corpus").is_dir():
         temper("sample-corpus", "--output", work / "corpus")
-    inputs = [work / "corpus" / d for d in domains] or [work / "corpus"]
+    # The text domains only: corpus/chat holds chat records (no "text" field), not documents.
+    inputs = [work / "corpus" / d for d in (domains or ("prose", "code"))]
     if not (tok / "tokenizer.json").exists():
         temper("tokenizer", "train", "--input", *inputs, "--vocab-size", vocab_size, "--output", tok, "--overwrite")
     if not (shards / "manifest.json").exists():
@@ -81,3 +82,29 @@ def machine_description() -> dict:
     return {"cpu": cpu_model(), "nproc": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
+
+
+def cpu_stall_us() -> int | None:
+    """Microseconds some runnable task has waited for a CPU since boot (Linux PSI), or None."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(some.split("total=")[1])
+
+
+def wait_for_quiet_cpu(timeout_s: float, threshold: float, probe_s: float = 2.0) -> float | None:
+    """Wait (up to timeout_s) until tasks wait for a CPU less than `threshold` of the time; return that share.
+
+    On a shared machine a co-tenant makes torch's OpenMP threads wait at every barrier, which
+    slows a step several-fold, so timings start only in quiet moments.
+    """
+    deadline = time.time() + timeout_s
+    while True:
+        before = cpu_stall_us()
+        if before is None:
+            return None
+        time.sleep(probe_s)
+        pressure = (cpu_stall_us() - before) / (probe_s * 1e6)
+        if pressure <= threshold or time.time() >= deadline:
+            return pressure

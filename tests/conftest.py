@@ -5,17 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Runs record themselves in a cache file; tests keep it out of the user's home.
+TEST_CACHE_DIR = Path(tempfile.gettempdir()) / f"tempering-tests-cache-{os.getpid()}"
 
 
 def run_temper(*args: str, cwd: Path | None = None, check: bool = False,
                env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m tempering ARGS` and capture its output as text."""
-    full_env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", **(env or {})}
+    full_env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "TEMPERING_CACHE_DIR": str(TEST_CACHE_DIR),
+                **(env or {})}
     result = subprocess.run([sys.executable, "-m", "tempering", *map(str, args)], cwd=cwd,
                             capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs)
     if check and result.returncode != 0:

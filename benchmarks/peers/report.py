@@ -19,16 +19,20 @@ def step_stats(step_end_s: list[float], step_tokens: list[int], skip: int) -> di
             "tokens_per_step": statistics.median(n for _, n in kept), "num_steps_measured": len(kept)}
 
 
-def summarise_row(rounds: list[dict], flops_per_token: float, matmul_rate: float) -> dict:
-    """Medians over the rounds that ran; MFU against `matmul_rate`."""
+def summarise_row(rounds: list[dict], flops_per_token: float, matmul_rate: float, max_cpu_pressure: float) -> dict:
+    """Medians over the rounds that ran undisturbed (all that ran, if none did); MFU against `matmul_rate`."""
     done = [r for r in rounds if r.get("tokens_per_s")]
     if not done:
         return {"status": rounds[0].get("status", "failed") if rounds else "not run"}
-    med = {key: statistics.median(r[key] for r in done if r.get(key) is not None)
+    quiet = [r for r in done if (r.get("cpu_pressure") or 0) <= max_cpu_pressure]
+    used = quiet or done
+    med = {key: statistics.median(r[key] for r in used if r.get(key) is not None)
            for key in ("median_step_s", "tokens_per_s", "peak_rss_mb", "time_to_first_step_s", "wall_s")
-           if any(r.get(key) is not None for r in done)}
+           if any(r.get(key) is not None for r in used)}
     med["mfu"] = med["tokens_per_s"] * flops_per_token / matmul_rate
-    med["tokens_per_s_rounds"] = [round(r["tokens_per_s"], 1) for r in done]
+    med["tokens_per_s_rounds"] = [round(r["tokens_per_s"], 1) for r in used]
+    med["disturbed_rounds_left_out"] = len(done) - len(used) if quiet else 0
+    med["all_rounds_disturbed"] = not quiet
     return {"status": "ok", **med}
 
 
@@ -96,6 +100,7 @@ def markdown(report: dict) -> str:
             if row.get("status") != "ok":
                 lines.append(f"| {name} | {precision} | {row.get('status')} |||||||| ")
                 continue
+            name += " (every round disturbed by other jobs)" if row.get("all_rounds_disturbed") else ""
             lines.append(
                 f"| {name} | {precision} | {row['median_step_s']:.3f} | {row['tokens_per_s']:,.0f} | {row['mfu']:.1%} "
                 f"| {row.get('peak_rss_mb', 0):,.0f} | {row.get('time_to_first_step_s', float('nan')):.2f} "
