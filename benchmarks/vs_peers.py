@@ -11,8 +11,8 @@ Same workload everywhere: preset `nano` exported as an HF LlamaConfig and initia
 seed, checked with a zero-learning-rate run), the sample corpus's prose shards cut into the
 same windows, the same chats, seq 256, batch 8, AdamW (same betas, eps, weight decay,
 clipping) at a constant learning rate. Per row: median step time and tokens/s over the steps
-after warm-up, MFU against the fp32 2048² matmul rate measured in this run (median of the
-measurements before, between and after the rounds), peak RSS of the process (wait4), time
+after warm-up, MFU against the 2048² matmul rate of the row's precision (fp32, or bf16 for
+bf16 rows) measured in this run (median of the measurements before, between and after the rounds), peak RSS of the process (wait4), time
 from process start to the end of the first optimizer step, and ratios to Tempering's row.
 Output: JSON (--out), a Markdown table on stdout and, unless --smoke or --no-docs, in
 docs/performance.md. `--smoke` runs two steps per row, one round, and skips peers whose
@@ -108,27 +108,33 @@ def measure(args) -> dict:
             if row.group in args.rows and (args.with_compile or not row.options.get("compile"))]
     same_start = None if args.smoke else check_same_start(workload, pretrain_args(args, workload, "fp32"),
                                                           args.work / "runs" / "same-start")
-    rates = [matmul_flops_per_s(repeats=args.matmul_repeats)]
+    rates = {precision: [matmul_rate(precision, args)] for precision in dict.fromkeys(["fp32", *args.precision])}
     raw = {key(row, p): [] for row, p in rows}
     for round_index in range(args.rounds):
         for row, precision in rows:
             raw[key(row, precision)].append(run_when_available(row, precision, workload, args, round_index))
-        rates.append(matmul_flops_per_s(repeats=args.matmul_repeats))
-    rate = statistics.median(rates)
+        for precision, measured in rates.items():
+            measured.append(matmul_rate(precision, args))
+    rate = {precision: statistics.median(measured) for precision, measured in rates.items()}
     per_token = flops_per_token(PRESET, workload.vocab_size, args.seq_len)
-    summaries = {k: summarise_row(v, per_token, rate, args.max_cpu_pressure) for k, v in raw.items()}
+    summaries = {k: summarise_row(v, per_token, rate[k.rsplit("/", 1)[1]], args.max_cpu_pressure)
+                 for k, v in raw.items()}
     add_ratios(summaries)
     return {
         "machine": machine_description(), "peer_versions": peer_versions(), "command": command_line(),
-        "smoke": args.smoke, "tag": "-".join([*args.precision, *args.rows])
-        + (f"-vocab{args.model_vocab_size}" if args.model_vocab_size else ""),
+        "smoke": args.smoke, "tag": run_tag(args),
         "preset": PRESET, "vocab_size": workload.vocab_size, "seq_len": args.seq_len,
         "batch_size": args.batch_size, "steps": args.steps, "warmup_steps": args.warmup, "rounds": args.rounds,
-        "optimizer": OPTIMIZER, "flops_per_token": per_token, "matmul_fp32_flops_per_s": rates,
+        "optimizer": OPTIMIZER, "flops_per_token": per_token, "matmul_flops_per_s": rates,
         "matmul_rate_used": rate, "same_start": same_start,
-        "matmul_bf16_flops_per_s": (matmul_flops_per_s(repeats=args.matmul_repeats, dtype=torch.bfloat16)
-                                    if "bf16" in args.precision else None),
-        "rows": summaries, "targets": targets(summaries), "raw": raw}
+        "rows": summaries, "targets": {precision: targets(summaries, precision) for precision in args.precision},
+        "raw": raw}
+
+
+def matmul_rate(precision: str, args) -> float:
+    """The 2048² GEMM rate in the row's compute dtype (bf16 autocast runs bf16 GEMMs)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return matmul_flops_per_s(repeats=args.matmul_repeats, dtype=dtype)
 
 
 def run_when_available(row: Row, precision: str, workload: Workload, args, round_index: int) -> dict:
@@ -174,15 +180,20 @@ def parse_args() -> argparse.Namespace:
                         help="Re-render the table (and docs block) of an earlier run's JSON instead of measuring.")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-vs-peers")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON results (default benchmarks/results/vs_peers.json, or vs_peers_smoke.json).")
+                        help="JSON results (default benchmarks/results/vs_peers_<precisions>-<rows>[-vocabN].json).")
     args = parser.parse_args()
     args.matmul_repeats = 10
-    args.out = args.out or BENCH_DIR / "results" / ("vs_peers_smoke.json" if args.smoke else "vs_peers.json")
+    args.out = args.out or BENCH_DIR / "results" / f"vs_peers_{'smoke' if args.smoke else run_tag(args)}.json"
     if args.smoke:
         args.steps, args.rounds, args.warmup, args.matmul_repeats, args.quiet_wait_s, args.retries = 2, 1, 0, 2, 0, 0
     if args.steps < 2:
         parser.error("--steps must be at least 2 (step times are intervals between steps)")
     return args
+
+
+def run_tag(args) -> str:
+    """What this run measured, e.g. fp32-pretrain-sft or fp32-pretrain-vocab32000: names its JSON and docs block."""
+    return "-".join([*args.precision, *args.rows]) + (f"-vocab{args.model_vocab_size}" if args.model_vocab_size else "")
 
 
 def key(row: Row, precision: str) -> str:

@@ -6,6 +6,8 @@ import re
 import statistics
 from pathlib import Path
 
+RESULTS_END = "<!-- vs_peers:end-of-results -->"  # new blocks go in front of this line of the docs
+
 
 def step_stats(step_end_s: list[float], step_tokens: list[int], skip: int) -> dict | None:
     """Median step time and tokens/s over the steps after the first `skip` intervals (None if too few)."""
@@ -48,7 +50,7 @@ def add_ratios(summaries: dict[str, dict]) -> None:
                 row[f"{metric}_vs_tempering"] = row[metric] / base[metric]
 
 
-def targets(summaries: dict[str, dict], precision: str = "fp32") -> list[dict]:
+def targets(summaries: dict[str, dict], precision: str) -> list[dict]:
     """The issue's targets that this run measures: Tempering over the peer (or MFU), the goal, met or not."""
     def value(group, name, metric):
         row = summaries.get(f"{group}/{name}/{precision}", {})
@@ -75,18 +77,18 @@ def targets(summaries: dict[str, dict], precision: str = "fp32") -> list[dict]:
 def markdown(report: dict) -> str:
     """The results as Markdown: machine, command, matmul rates, one table per group, the targets."""
     m = report["machine"]
-    rates = report["matmul_fp32_flops_per_s"]
     lines = [f"Machine: {m['cpu']}, {m['nproc']} cores (nproc), torch {m['torch']} with {m['torch_threads']} "
              f"threads, Python {m['python']}; peers: {report['peer_versions'] or 'not installed'}.",
              f"Command: `{report['command']}`",
              f"Workload: preset `{report['preset']}` (vocab {report['vocab_size']}), seq {report['seq_len']}, "
              f"batch {report['batch_size']}, {report['steps']} steps per row (median over steps after "
              f"{report['warmup_steps']}), {report['rounds']} rounds; {report['flops_per_token'] / 1e6:.1f} MFLOP "
-             f"per token. Same initial weights: {report.get('same_start', 'not checked')}.",
-             f"fp32 2048² matmul: {', '.join(f'{r / 1e9:.0f}' for r in rates)} GFLOP/s (before, between and after "
-             f"the rounds; MFU uses the median, {report['matmul_rate_used'] / 1e9:.0f})"
-             + (f"; bf16: {report['matmul_bf16_flops_per_s'] / 1e9:.0f} GFLOP/s." if report.get(
-                 'matmul_bf16_flops_per_s') else "."), ""]
+             f"per token. Same initial weights: {report.get('same_start', 'not checked')}."]
+    for precision, rates in report["matmul_flops_per_s"].items():
+        lines.append(f"{precision} 2048² matmul: {', '.join(f'{r / 1e9:.0f}' for r in rates)} GFLOP/s (before, "
+                     f"between and after the rounds); MFU of {precision} rows is against the median, "
+                     f"{report['matmul_rate_used'][precision] / 1e9:.0f}.")
+    lines.append("")
     for group in ("pretrain", "sft"):
         rows = {k: v for k, v in report["rows"].items() if k.startswith(group + "/")}
         if not rows:
@@ -106,12 +108,15 @@ def markdown(report: dict) -> str:
                 f"| {row.get('peak_rss_mb', 0):,.0f} | {row.get('time_to_first_step_s', float('nan')):.2f} "
                 f"| {_ratio(row, 'tokens_per_s')} | {_ratio(row, 'peak_rss_mb')} | {_ratio(row, 'time_to_first_step_s')} |")
         lines.append("")
-    lines += ["| target (fp32) | measured | goal | met |", "|---|---|---|---|"]
-    for t in report["targets"]:
-        shown = "—" if t["value"] is None else (f"{t['value']:.1%}" if "MFU" in t["target"] else f"{t['value']:.2f}×")
-        met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
-        lines.append(f"| {t['target']} | {shown} | {t['goal']} | {met} |")
-    return "\n".join(lines) + "\n"
+    for precision, checks in report["targets"].items():
+        lines += [f"| target ({precision}) | measured | goal | met |", "|---|---|---|---|"]
+        for t in checks:
+            if t["value"] is None:
+                continue
+            shown = f"{t['value']:.1%}" if "MFU" in t["target"] else f"{t['value']:.2f}×"
+            lines.append(f"| {t['target']} | {shown} | {t['goal']} | {'yes' if t['met'] else '**no**'} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _ratio(row: dict, metric: str) -> str:
@@ -120,10 +125,15 @@ def _ratio(row: dict, metric: str) -> str:
 
 
 def write_docs_block(doc: Path, tag: str, table: str) -> None:
-    """Replace (or append) the block between this tag's markers in `doc`, keeping everything else."""
+    """Replace this tag's block in `doc`, or insert it before the end-of-results marker (else at the end)."""
     begin, end = f"<!-- vs_peers:{tag}:begin -->", f"<!-- vs_peers:{tag}:end -->"
-    block = f"{begin}\n{table}{end}"
+    block = f"{begin}\n{table}\n{end}\n"
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Performance\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end) + "\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    elif RESULTS_END in text:
+        text = text.replace(RESULTS_END, block + "\n" + RESULTS_END)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
     doc.write_text(text, encoding="utf-8")

@@ -8,6 +8,7 @@ from the same seed (`check_same_start` verifies that with a zero-learning-rate r
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ def check_same_start(workload: Workload, pretrain_args: list[str], run_dir: Path
     """Run `temper pretrain` one step at learning rate 0; True if its weights equal the initial checkpoint's."""
     from safetensors.torch import load_file
 
+    shutil.rmtree(run_dir, ignore_errors=True)  # scratch space of an earlier check, maybe of another config
     subprocess.run([sys.executable, "-m", "tempering", "pretrain", *pretrain_args, "--save-dir", str(run_dir),
                     "--max-steps", "1", "--lr", "0"], check=True, capture_output=True)
     trained = load_file(run_dir / "final" / "model.safetensors")
