@@ -40,3 +40,11 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     assert "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def reached(condition) -> bool:
+    """Evaluate a polling condition over a live run's files; a line caught mid-write counts as not yet."""
+    try:
+        return condition()
+    except (ValueError, FileNotFoundError):
+        return False

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from tempering.config import load_config
 from tempering.tracking.metrics import read_metrics
-from tests.conftest import assert_user_error, run_temper
+from tests.conftest import assert_user_error, reached, run_temper
 
 
 @pytest.fixture
@@ -193,10 +193,10 @@ def test_killed_post_training_resumes_bit_identically(post_train, workspace, bas
                                env={**os.environ, "TEMPERING_CACHE_DIR": str(tmp_path / "cache")})
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if (run / "metrics.jsonl").exists() and any(r["step"] >= 19 for r in records(run, split="train")):
+        if reached(lambda: any(r["step"] >= 17 for r in records(run, split="train"))):
             process.send_signal(signal.SIGKILL)
             break
-        time.sleep(0.02)
+        time.sleep(0.005)
     assert process.wait(timeout=60) == -signal.SIGKILL
     resumed = post_train(run, *args)
     assert "resuming from" in resumed.stderr and "source checkpoint" in resumed.stderr
