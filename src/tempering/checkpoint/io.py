@@ -152,7 +152,7 @@ def load_checkpoint(path: str | Path, select: Select = "best") -> Checkpoint:
     for name in REQUIRED_FILES:
         if not (folder / name).is_file():
             raise UserError(f"checkpoint {folder} is incomplete: {name} is missing")
-    hf_config = _read_json_object(folder / CONFIG_FILE)
+    hf_config = read_json_object(folder / CONFIG_FILE)
     meta = read_meta(folder)
     try:
         with safe_open(folder / WEIGHTS_FILE, framework="pt"):
@@ -169,7 +169,7 @@ def read_meta(checkpoint_dir: Path) -> dict:
     file = Path(checkpoint_dir) / META_FILE
     if not file.is_file():
         raise UserError(f"checkpoint {checkpoint_dir} is incomplete: {META_FILE} is missing")
-    meta = _read_json_object(file)
+    meta = read_json_object(file)
     if type(meta.get("step")) is not int:
         raise UserError(f"checkpoint {file} is corrupt: it has no integer 'step'")
     return meta
@@ -268,7 +268,7 @@ def _path_to_str(value: object) -> str:
     raise TypeError(f"cannot write {type(value).__name__} {value!r} to JSON")
 
 
-def _read_json_object(file: Path) -> dict:
+def read_json_object(file: Path) -> dict:
     """Parse a JSON file that must hold an object, naming the file on failure."""
     try:
         value = json.loads(file.read_text(encoding="utf-8"))

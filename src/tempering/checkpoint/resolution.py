@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from rich.markup import escape
 from safetensors import SafetensorError, safe_open
 
-from tempering.checkpoint.io import read_meta
+from tempering.checkpoint.io import read_json_object, read_meta
 from tempering.checkpoint.paths import (
     CONFIG_FILE,
     META_FILE,
@@ -131,13 +131,7 @@ def validate_source_checkpoint(path: Path, *, data_fingerprints: list[tuple[str,
         if not (path / name).is_file():
             raise UserError(f"source checkpoint {path} is incomplete: {name} is missing")
     config_file = path / CONFIG_FILE
-    try:
-        hf_config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise UserError(f"source checkpoint {config_file} is not valid JSON: {exc}") from exc
-    if not isinstance(hf_config, dict):
-        raise UserError(f"source checkpoint {config_file} is not a JSON object")
-    arch = from_hf_config(hf_config, where=str(config_file))
+    arch = from_hf_config(read_json_object(config_file), where=str(config_file))
     _check_weights_match(path / WEIGHTS_FILE, arch)
     meta = read_meta(path)
     fingerprint = meta.get("tokenizer_fingerprint") or _tokenizer_fingerprint(path)

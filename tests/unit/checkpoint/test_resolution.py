@@ -280,7 +280,7 @@ def test_a_missing_file_is_named(tmp_path, make_checkpoint, name):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{truncated", "config.json is not valid JSON"),
+    ("{truncated", "config.json is corrupt or truncated"),
     ('{"model_type": "gpt2"}', "config.json: model_type is 'gpt2'"),
     ('{"model_type": "llama", "hidden_size": 8}', "config.json: config has no 'num_attention_heads'"),
 ])
