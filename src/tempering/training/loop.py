@@ -34,6 +34,7 @@ from tempering.evaluation.perplexity import evaluate_loss
 from tempering.tracking.console import console
 from tempering.tracking.metrics import MetricsLog, truncate_after_step
 from tempering.tracking.progress import TrainingProgress
+from tempering.training.adamw import AdamW
 from tempering.training.device import autocast
 from tempering.training.objectives import Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
@@ -69,7 +70,7 @@ class TrainingSetup:
     config: Config
     run_dir: Path
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: AdamW
     objective: Objective
     count_units: Callable[[NumpyBatch], int]  # supervised tokens (or pairs) in a batch
     train_batches: object  # .batch(micro_batch) -> NumpyBatch, .batches_per_epoch

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from tempering.config.schema import TrainingConfig
+from tempering.training.adamw import AdamW
 from tempering.training.trainable import build_param_groups
 
 
-def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, training: TrainingConfig) -> AdamW:
     """AdamW over the trainable parameters, grouped by weight decay and LR scale (see trainable.py)."""
     groups = build_param_groups(model, training)
-    return torch.optim.AdamW(groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2),
+    return AdamW(groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2),
                              eps=training.adam_eps)
 
 
@@ -42,7 +42,7 @@ def learning_rate_at(step: int, total_steps: int, training: TrainingConfig) -> f
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_learning_rate(optimizer: AdamW, lr: float) -> None:
     """Set every parameter group's learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
