@@ -79,6 +79,8 @@ ROWS = [
     Row("hf-trainer", "pretrain", "peers.hf_trainer", HF),
     Row("hf-loop", "pretrain", "peers.hf_loop", ("transformers",)),
     Row("tempering", "sft"),
+    # Rows twice as long, half as many: the same token slots per step, fuller rows (sft.pack_length).
+    Row("tempering long-rows", "sft", options={"rows_per_pack": 2}),
     Row("trl-bfd", "sft", "peers.trl_sft", (*HF, "trl"), {"packing_strategy": "bfd"}),
     Row("trl-wrapped", "sft", "peers.trl_sft", (*HF, "trl"), {"packing_strategy": "wrapped"}),
 ]
@@ -243,9 +245,11 @@ def row_command(row: Row, precision: str, workload: Workload, args, run_dir: Pat
                 "--save-dir", str(run_dir / "run"), "--max-steps", str(args.steps),
                 *(["--compile"] if row.options.get("compile") else [])]
     if row.is_tempering:
+        merge = row.options.get("rows_per_pack", 1)
         return [sys.executable, "-m", "tempering", "sft", "--checkpoint", str(workload.checkpoint),
                 "--data", str(workload.chat_data), "--save-dir", str(run_dir / "run"),
-                "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+                "--max-steps", str(args.steps), "--batch-size", str(max(1, args.batch_size // merge)),
+                "--seq-len", str(args.seq_len), "--pack-length", str(args.seq_len * merge),
                 "--val-split", "0", "--seed", str(args.seed), *common_temper_args(precision)]
     spec = {**OPTIMIZER, **row.options, "steps": args.steps, "batch_size": args.batch_size,
             "seq_len": args.seq_len, "seed": args.seed, "precision": precision,

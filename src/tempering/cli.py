@@ -79,11 +79,12 @@ POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] 
 ]
 
 
-SFT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+CHAT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
     Flag("--template", "sft.template", str, "NAME"),
     Flag("--select", "checkpoint.select", str, "best|final|latest"),
 ]
-DPO_FLAGS = SFT_FLAGS + [
+SFT_FLAGS = CHAT_FLAGS + [Flag("--pack-length", "sft.pack_length", int, "N")]
+DPO_FLAGS = CHAT_FLAGS + [
     Flag("--beta", "dpo.beta", float, "B"),
     Flag("--loss-type", "dpo.loss_type", str, "sigmoid|ipo|hinge"),
     Flag("--label-smoothing", "dpo.label_smoothing", float, "E"),

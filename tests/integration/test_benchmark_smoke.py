@@ -57,6 +57,8 @@ def test_smoke_run_reports_tempering_and_every_installed_peer(tmp_path):
     sft = rows["sft/tempering/fp32"]
     if temper_has_sft():
         assert sft["status"] == "ok" and sft["tokens_per_s"] > 0, sft
+        long_rows = rows["sft/tempering long-rows/fp32"]
+        assert long_rows["status"] == "ok" and long_rows["tokens_per_s"] > 0, long_rows
     else:
         assert sft["status"].startswith("not available yet"), sft
     assert "| tempering | fp32 |" in result.stdout  # the Markdown table

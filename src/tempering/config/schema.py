@@ -161,6 +161,7 @@ class SftConfig(Section):
 
     template: str = Field("chatml", description="Chat template name, or 'tokenizer' to use the tokenizer's own.")
     packing: bool = Field(True, description="Pack examples into sequences (attention stays within each example).")
+    pack_length: int | None = Field(None, gt=0, description="Tokens per packed row (default data.seq_len, which still caps each example). Longer rows fill better when many examples exceed half of data.seq_len, at more attention work per token; lower batch_size to keep the tokens per step (`temper inspect-data` shows the fill).")
     train_on_prompt: bool = Field(False, description="Also put loss on system/user/tool tokens.")
     truncation: Literal["right", "left", "drop"] = Field("right", description="What to do with an example longer than data.seq_len.")
 

@@ -1,6 +1,8 @@
 """Batches of rendered chat examples, packed (default) or padded, addressable by a global index.
 
-Packing puts whole examples side by side in rows of `seq_len` tokens. Each example
+Packing puts whole examples side by side in rows of `row_len` tokens (default
+`seq_len`, the longest an example may be; longer rows fill better when many examples
+are longer than half a row, at a higher attention cost per token). Each example
 gets its own document id and positions that restart at 0, so under the model's
 document mask an example's loss is the same packed or alone. Rows are formed once,
 from the seeded example order of epoch 0 (best-fit decreasing within windows of that
@@ -26,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from tempering.data.packing import plan_epoch
+from tempering.errors import UserError
 
 IGNORE_INDEX = -100
 PAD_MULTIPLE = 8  # padded lengths round up to this: tensor-core friendly, fewer distinct shapes
@@ -51,6 +54,16 @@ def padded_length(longest: int, max_len: int | None = None) -> int:
     """Row length for a batch whose longest example has `longest` tokens: a multiple of 8, capped at max_len."""
     length = round_up(longest, PAD_MULTIPLE)
     return length if max_len is None else max(min(length, max_len), longest)
+
+
+def packed_row_length(seq_len: int, pack_length: int | None) -> int:
+    """Row length for packing: sft.pack_length if set, else data.seq_len; UserError when shorter than seq_len."""
+    if pack_length is None:
+        return seq_len
+    if pack_length < seq_len:
+        raise UserError(f"sft.pack_length ({pack_length}) is shorter than data.seq_len ({seq_len}), the longest "
+                        "an example may be; set it to at least data.seq_len or leave it unset")
+    return pack_length
 
 
 def pad_examples(examples: list[TokenizedExample], *, pad_id: int,
@@ -105,9 +118,13 @@ class ExampleBatches:
 
     def __init__(self, examples: list[TokenizedExample], *, seq_len: int, batch_size: int, seed: int,
                  packing: bool = True, pad_id: int = 0, dataset_ids: list[int] | np.ndarray | None = None,
-                 weights: list[float] | None = None, shuffle: bool = True, window: int = PACKING_WINDOW):
+                 weights: list[float] | None = None, shuffle: bool = True, window: int = PACKING_WINDOW,
+                 row_len: int | None = None):
         self.examples = examples
         self.seq_len = seq_len
+        self.row_len = seq_len if row_len is None else row_len  # packed row length; examples stay <= seq_len
+        if self.row_len < seq_len:
+            raise ValueError(f"packed rows of {self.row_len} tokens cannot hold examples of up to {seq_len}")
         self.batch_size = batch_size
         self.seed = seed
         self.packing = packing
@@ -127,7 +144,7 @@ class ExampleBatches:
         self._starts = np.concatenate([[0], np.cumsum(self._sizes)[:-1]]).astype(np.int64)
         self._orders: dict[int, np.ndarray] = {}
         if packing:
-            self.rows = pack_rows(self.lengths, self.example_order(0), seq_len, window=window)
+            self.rows = pack_rows(self.lengths, self.example_order(0), self.row_len, window=window)
             num_units = len(self.rows)
         else:
             self.rows = []
@@ -156,8 +173,9 @@ class ExampleBatches:
     def batch(self, micro_batch: int) -> Batch:
         """Arrays of global micro-batch `micro_batch`: input_ids, labels, document_ids, position_ids.
 
-        All (B, T) int64. `document_ids` and `position_ids` are None when no row holds
-        more than one example (then the model's causal fast path is exact). "num_tokens"
+        All (B, T) int64. `document_ids` is None when no row holds more than one example
+        (then the model's causal fast path is exact), and so is `position_ids` unless rows
+        are longer than seq_len (padding positions then restart below seq_len). "num_tokens"
         (an int) counts the non-pad tokens, for throughput.
         """
         epoch, index = divmod(micro_batch, self.batches_per_epoch)
@@ -170,7 +188,7 @@ class ExampleBatches:
         return self._packed_batch([self.rows[r] for r in chosen])
 
     def _packed_batch(self, rows: list[np.ndarray]) -> Batch:
-        shape = (len(rows), self.seq_len)
+        shape = (len(rows), self.row_len)
         input_ids = np.full(shape, self.pad_id, np.int64)
         labels = np.full(shape, IGNORE_INDEX, np.int64)
         document_ids = np.empty(shape, np.int64)
@@ -183,10 +201,15 @@ class ExampleBatches:
                 input_ids[r, span], labels[r, span] = example.input_ids, example.labels
                 document_ids[r, span], position_ids[r, span] = document, np.arange(length)
                 cursor += length
-            # Padding is a document of its own, so no example attends to it (nor it to one).
-            document_ids[r, cursor:], position_ids[r, cursor:] = len(row), np.arange(self.seq_len - cursor)
+            # Padding is a document of its own, so no example attends to it (nor it to one); its
+            # positions stay below seq_len, which the model's rotary table covers.
+            document_ids[r, cursor:] = len(row)
+            position_ids[r, cursor:] = np.arange(self.row_len - cursor) % self.seq_len
         if all(len(row) <= 1 for row in rows):
-            document_ids = position_ids = None
+            # One example per row: the causal fast path is exact (padding comes last).
+            document_ids = None
+            if self.row_len == self.seq_len:
+                position_ids = None
         return {"input_ids": input_ids, "labels": labels, "document_ids": document_ids,
                 "position_ids": position_ids, "num_tokens": int(sum(self.lengths[row].sum() for row in rows))}
 
@@ -232,7 +255,7 @@ def packing_stats(batches: ExampleBatches, epoch: int = 0) -> PackingStats:
     trained = np.array([int((example.labels != IGNORE_INDEX).sum()) for example in batches.examples])
     if batches.packing:
         members = np.concatenate(batches.rows)
-        num_rows, num_slots = len(batches.rows), len(batches.rows) * batches.seq_len
+        num_rows, num_slots = len(batches.rows), len(batches.rows) * batches.row_len
     else:
         members = batches.example_order(epoch)
         num_rows, num_slots = len(members), 0

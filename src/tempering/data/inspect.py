@@ -16,10 +16,12 @@ from tempering.data.chat import (
     render_conversation,
     render_for_display,
 )
-from tempering.data.example_batches import ExampleBatches, packing_stats
+from tempering.data.example_batches import ExampleBatches, packed_row_length, packing_stats
 from tempering.errors import UserError
 from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import print_table, stdout
+
+LOW_FILL = 0.9  # below this packed fill, inspect-data also shows the fill of rows twice as long
 
 
 def inspect_chat_data(config: Config, tokenizer: TokenizerBundle, *, num_samples: int = 3) -> dict:
@@ -61,13 +63,21 @@ def _summary(config: Config, examples: list, read: int, truncated: int, dropped:
                "tokens min / median / max": f"{lengths.min()} / {int(np.median(lengths))} / {lengths.max()}",
                "trained tokens": f"{trained:,} ({trained / max(int(lengths.sum()), 1):.0%} of tokens)"}
     if examples:
+        seq_len = config.data.seq_len
+        row_len = packed_row_length(seq_len, config.sft.pack_length)
+
+        def fill(packing: bool, length: int = row_len):
+            return packing_stats(ExampleBatches(examples, seq_len=seq_len, batch_size=config.training.batch_size,
+                                                seed=config.run.seed, packing=packing, pad_id=pad_id,
+                                                row_len=length))
+
         pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-        for packing in (True, False):
-            batches = ExampleBatches(examples, seq_len=config.data.seq_len, batch_size=config.training.batch_size,
-                                     seed=config.run.seed, packing=packing, pad_id=pad_id)
-            stats = packing_stats(batches)
-            label = "packing" if packing else "padding"
-            summary[f"{label}: non-pad fraction"] = f"{stats.non_pad_fraction:.1%}"
-            if packing:
-                summary["packing: examples per row"] = f"{stats.examples_per_row:.2f}"
+        packed = fill(True)
+        summary[f"packing into rows of {row_len}: non-pad fraction"] = f"{packed.non_pad_fraction:.1%}"
+        summary["packing: examples per row"] = f"{packed.examples_per_row:.2f}"
+        if config.sft.pack_length is None and packed.non_pad_fraction < LOW_FILL:
+            longer = fill(True, 2 * seq_len)
+            summary[f"packing into rows of {2 * seq_len} (sft.pack_length={2 * seq_len}, half the batch_size)"] = \
+                f"{longer.non_pad_fraction:.1%}"
+        summary["padding: non-pad fraction"] = f"{fill(False).non_pad_fraction:.1%}"
     return summary

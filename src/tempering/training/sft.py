@@ -5,7 +5,7 @@ from __future__ import annotations
 from tempering.checkpoint.resolution import record_run
 from tempering.config.schema import Config, DatasetConfig
 from tempering.data.chat import RenderedExample, load_conversations, render_conversation
-from tempering.data.example_batches import ExampleBatches, count_trained_tokens
+from tempering.data.example_batches import ExampleBatches, count_trained_tokens, packed_row_length
 from tempering.errors import UserError
 from tempering.tracking.console import console
 from tempering.training.chat_setup import (
@@ -25,8 +25,10 @@ from tempering.training.preference import sft_loss
 class ExampleEvalSet:
     """Validation examples, batched in order (packed like training, so the loss is comparable)."""
 
-    def __init__(self, examples: list[RenderedExample], *, seq_len: int, packing: bool, pad_id: int):
+    def __init__(self, examples: list[RenderedExample], *, seq_len: int, packing: bool, pad_id: int,
+                 row_len: int | None = None):
         self.examples, self.seq_len, self.packing, self.pad_id = examples, seq_len, packing, pad_id
+        self.row_len = row_len
         self._batches: dict[int, ExampleBatches] = {}
 
     def eval_batches(self, batch_size: int):
@@ -34,7 +36,7 @@ class ExampleEvalSet:
         if batch_size not in self._batches:
             self._batches[batch_size] = ExampleBatches(self.examples, seq_len=self.seq_len, batch_size=batch_size,
                                                        seed=0, packing=self.packing, pad_id=self.pad_id,
-                                                       shuffle=False)
+                                                       shuffle=False, row_len=self.row_len)
         batches = self._batches[batch_size]
         for index in range(batches.batches_per_epoch):
             yield batches.batch(index)
@@ -65,13 +67,14 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
     """Fine-tune the resolved checkpoint on chat data; resume the run in save_dir if there is one."""
     if not config.data.datasets:
         raise UserError("no training data: give --data PATH (chat JSONL/JSON/Parquet)")
+    row_len = packed_row_length(config.data.seq_len, config.sft.pack_length)
     start = load_chat_start(config, cli_checkpoint)
     train_examples, train_ids, val_examples = _training_and_validation(config, start)
     packing, seq_len = config.sft.packing, config.data.seq_len
     pad_id = start.tokenizer.pad_id if start.tokenizer.pad_id is not None else start.tokenizer.eos_id
     batches = ExampleBatches(train_examples, seq_len=seq_len, batch_size=config.training.batch_size,
                              seed=config.run.seed, packing=packing, pad_id=pad_id, dataset_ids=train_ids,
-                             weights=[d.weight for d in config.data.datasets])
+                             weights=[d.weight for d in config.data.datasets], row_len=row_len)
     trained_tokens = sum(e.num_trained_tokens for e in train_examples)
     total_steps, length_reason = count_total_steps(
         config.training, batches.batches_per_epoch,
@@ -79,11 +82,12 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
         tokens_per_batch=trained_tokens / batches.batches_per_epoch if packing else None)
     run_dir, tokenizer_dir, device = start_chat_run(config, start, restart=restart)
     model = start.model
-    val_sets = {"val": [ExampleEvalSet(val_examples, seq_len=seq_len, packing=packing, pad_id=pad_id)]} \
-        if val_examples else {}
+    val_sets = {"val": [ExampleEvalSet(val_examples, seq_len=seq_len, packing=packing, pad_id=pad_id,
+                                       row_len=row_len)]} if val_examples else {}
     console.print(f"sft: {len(train_examples)} training examples ({trained_tokens:,} trained tokens), "
                   f"{len(val_examples)} validation; template {start.template.name}; "
-                  f"{'packed' if packing else 'padded'} into {batches.batches_per_epoch} batches per epoch; "
+                  f"{f'packed into rows of {row_len}' if packing else 'padded'}, "
+                  f"{batches.batches_per_epoch} batches per epoch; "
                   f"{total_steps} steps")
     setup = TrainingSetup(
         config=config, run_dir=run_dir, model=model, optimizer=build_optimizer(model, config.training),

@@ -14,8 +14,10 @@ from tempering.data.example_batches import (
     ExampleBatches,
     count_trained_tokens,
     pack_rows,
+    packed_row_length,
     packing_stats,
 )
+from tempering.errors import UserError
 from tempering.models import build_model
 from tempering.training.preference import sft_loss
 
@@ -96,6 +98,23 @@ def test_rows_of_one_example_need_no_document_mask():
     batch = batches.batch(0)
     assert batch["document_ids"] is None and batch["position_ids"] is None
     assert batch["input_ids"].shape == (3, 20) and (batch["labels"][batch["input_ids"] == PAD] == -100).all()
+
+
+def test_rows_longer_than_seq_len_hold_more_examples_each_at_most_seq_len():
+    examples = make_examples([15, 14, 16, 12])  # in rows of 20: one example a row
+    assert len(ExampleBatches(examples, seq_len=20, batch_size=4, seed=0).rows) == 4
+    batches = ExampleBatches(examples, seq_len=20, batch_size=4, seed=0, row_len=40)
+    assert [len(row) for row in batches.rows] == [2, 2]
+    batch = batches.batch(0)
+    assert batch["input_ids"].shape == (2, 40)
+    assert sorted(segments(batch)) == sorted(tuple(e.input_ids.tolist()) for e in examples)
+    assert batch["position_ids"].max() < 20  # every position, padding included, stays below seq_len
+    assert packing_stats(batches).non_pad_fraction == 57 / 80
+    with pytest.raises(ValueError, match="examples of up to 20"):
+        ExampleBatches(examples, seq_len=20, batch_size=1, seed=0, row_len=16)
+    assert packed_row_length(20, None) == 20 and packed_row_length(20, 40) == 40
+    with pytest.raises(UserError, match=r"sft.pack_length \(16\) is shorter than data.seq_len \(20\)"):
+        packed_row_length(20, 16)
 
 
 def test_every_example_once_per_epoch_and_epochs_reshuffle():
@@ -229,3 +248,15 @@ def test_without_the_document_mask_packing_would_change_the_loss(model):
         leaky_loss, _ = sft_loss(model, to_torch(leaky))
         alone_loss, _ = sft_loss(model, to_torch(alone))
     assert abs(leaky_loss.item() - alone_loss.item()) > 1e-3
+
+
+def test_a_long_row_with_one_example_keeps_positions_inside_the_rotary_table(model):
+    # tiny's rotary table has 256 positions; rows of 300 hold one example each (200 + 190 > 300).
+    examples = make_examples([200, 190], seed=3)
+    batch = ExampleBatches(examples, seq_len=256, batch_size=2, seed=0, row_len=300).batch(0)
+    assert batch["document_ids"] is None and batch["position_ids"].max() < 256
+    loss_long, tokens_long, _ = loss_and_grads(model, batch)
+    loss_alone, tokens_alone, _ = loss_and_grads(model, ExampleBatches(examples, seq_len=256, batch_size=2,
+                                                                       seed=0).batch(0))
+    assert tokens_long == tokens_alone
+    torch.testing.assert_close(loss_long, loss_alone, rtol=1e-6, atol=1e-4)
