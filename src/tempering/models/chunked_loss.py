@@ -49,29 +49,30 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for start in range(0, hidden.shape[0], chunk_size):
                 h = hidden[start:start + chunk_size].to(matmul_dtype)  # (n, D)
                 y = labels[start:start + chunk_size]  # (n,)
-                valid = y != ignore_index
-                target = torch.where(valid, y, torch.zeros_like(y)).unsqueeze(1)  # (n, 1)
-                logits = (h @ w.T).float()  # (n, V)
-                target_logit = logits.gather(1, target)  # (n, 1)
-                # logsumexp by hand, in place: saves an (n, V) temporary and a second exp pass.
-                row_max = logits.amax(dim=-1, keepdim=True)  # (n, 1)
-                exp_shifted = logits.sub_(row_max).exp_()  # (n, V), reuses the logits buffer
-                sum_exp = exp_shifted.sum(dim=-1, keepdim=True)  # (n, 1)
-                lse = row_max + sum_exp.log()
-                loss_sum += ((lse - target_logit).squeeze(1) * valid).sum()
+                valid = (y != ignore_index).unsqueeze(0)  # (1, n)
+                target = torch.where(valid, y, torch.zeros_like(y))  # (1, n)
+                # Logits transposed, (V, n): `w @ h.T` is the faster GEMM layout for a tall head.
+                logits = (w @ h.T).float()  # (V, n)
+                target_logit = logits.gather(0, target)  # (1, n)
+                # logsumexp by hand, in place: saves a (V, n) temporary and a second exp pass.
+                col_max = logits.amax(dim=0, keepdim=True)  # (1, n)
+                exp_shifted = logits.sub_(col_max).exp_()  # (V, n), reuses the logits buffer
+                sum_exp = exp_shifted.sum(dim=0, keepdim=True)  # (1, n)
+                lse = col_max + sum_exp.log()
+                loss_sum += ((lse - target_logit) * valid).sum()
                 if not (want_hidden_grad or want_weight_grad):
                     continue
                 # d(sum CE)/d logits = softmax - one_hot(target), zero on ignored rows.
-                probs = exp_shifted.mul_(valid.unsqueeze(1) / sum_exp)
-                probs.scatter_add_(1, target, -valid.unsqueeze(1).to(probs.dtype))
-                grad_logits = probs.to(matmul_dtype)
+                probs = exp_shifted.mul_(valid / sum_exp)
+                probs.scatter_add_(0, target, -valid.to(probs.dtype))
+                grad_logits = probs.to(matmul_dtype)  # (V, n)
                 if want_hidden_grad:
-                    grad_hidden[start:start + chunk_size] = grad_logits @ w
+                    grad_hidden[start:start + chunk_size] = grad_logits.T @ w
                 if want_weight_grad:
                     if matmul_dtype == torch.float32:
-                        grad_weight.addmm_(grad_logits.T, h)
+                        grad_weight.addmm_(grad_logits, h)
                     else:
-                        grad_weight += (grad_logits.T @ h).float()
+                        grad_weight += (grad_logits @ h).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return loss_sum
