@@ -134,6 +134,8 @@ def test_sft_packs_rows_longer_than_seq_len_into_fewer_batches(base_run, chat, t
     short_log, short = one_epoch(tmp_path / "rows256")
     long_log, long = one_epoch(tmp_path / "rows512", "--pack-length", "512", "--batch-size", "2")
     assert "packed into rows of 256" in short_log and "packed into rows of 512" in long_log
+    assert "rows are 88% full" in short_log and "--pack-length 512 --batch-size 2 fills 93%" in short_log
+    assert "hint: packed rows" not in long_log
     # Same examples, each once: the same tokens; rows of 512 waste fewer slots (93 % full against 88 %
     # in rows of 256, as inspect-data reports), so fewer batches of 1024 slots.
     assert long["tokens_seen"] == short["tokens_seen"]

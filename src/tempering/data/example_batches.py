@@ -33,6 +33,7 @@ from tempering.errors import UserError
 IGNORE_INDEX = -100
 PAD_MULTIPLE = 8  # padded lengths round up to this: tensor-core friendly, fewer distinct shapes
 PACKING_WINDOW = 1000  # examples sorted together by best-fit decreasing; keeps rows mixed across the data
+LOW_FILL = 0.9  # packed rows fuller than this need no advice; below it, rows twice as long are suggested
 _ROW_SHUFFLE = 0x20B5  # seed tag of the per-epoch row order, apart from the example order's seeds
 
 Batch = dict[str, "np.ndarray | None"]

@@ -16,12 +16,15 @@ from tempering.data.chat import (
     render_conversation,
     render_for_display,
 )
-from tempering.data.example_batches import ExampleBatches, packed_row_length, packing_stats
+from tempering.data.example_batches import (
+    LOW_FILL,
+    ExampleBatches,
+    packed_row_length,
+    packing_stats,
+)
 from tempering.errors import UserError
 from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import print_table, stdout
-
-LOW_FILL = 0.9  # below this packed fill, inspect-data also shows the fill of rows twice as long
 
 
 def inspect_chat_data(config: Config, tokenizer: TokenizerBundle, *, num_samples: int = 3) -> dict:

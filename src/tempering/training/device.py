@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 
@@ -33,3 +34,30 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp16" and device.type == "cpu":
         raise UserError("training.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The feature flags of the first CPU in `cpuinfo` (empty where there is no such file)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def precision_hint(device: torch.device, precision: str, flags: set[str] | None = None) -> str | None:
+    """A one-line suggestion to use bf16 when training in fp32 on hardware that computes bf16 natively."""
+    if precision != "fp32":
+        return None
+    if device.type == "cpu":
+        found = sorted(NATIVE_BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags))
+        if found:
+            return (f"this CPU computes bf16 natively ({', '.join(found)}): --precision bf16 trained 2.3x faster "
+                    "than fp32 on such a CPU (docs/performance.md)")
+    elif device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "this GPU supports bf16: --precision bf16 is usually much faster than fp32"
+    return None

@@ -35,7 +35,7 @@ from tempering.tracking.console import console
 from tempering.tracking.metrics import MetricsLog, truncate_after_step
 from tempering.tracking.progress import TrainingProgress
 from tempering.training.adamw import AdamW
-from tempering.training.device import autocast
+from tempering.training.device import autocast, precision_hint
 from tempering.training.objectives import Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
 from tempering.training.run_dir import write_json_atomic
@@ -101,6 +101,9 @@ def train(setup: TrainingSetup) -> dict:
                           "nothing to do (--restart starts over)")
             return finished
     metrics = MetricsLog(setup.run_dir / "metrics.jsonl")
+    hint = precision_hint(device, cfg.precision)
+    if hint:
+        console.print(f"[dim]hint: {hint}[/dim]")
     step_loss = torch.compile(setup.objective) if cfg.compile else setup.objective
     amp = partial(autocast, device, cfg.precision)
     accumulation = cfg.accumulation_steps

@@ -5,7 +5,13 @@ from __future__ import annotations
 from tempering.checkpoint.resolution import record_run
 from tempering.config.schema import Config, DatasetConfig
 from tempering.data.chat import RenderedExample, load_conversations, render_conversation
-from tempering.data.example_batches import ExampleBatches, count_trained_tokens, packed_row_length
+from tempering.data.example_batches import (
+    LOW_FILL,
+    ExampleBatches,
+    count_trained_tokens,
+    packed_row_length,
+    packing_stats,
+)
 from tempering.errors import UserError
 from tempering.tracking.console import console
 from tempering.training.chat_setup import (
@@ -80,6 +86,8 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
         config.training, batches.batches_per_epoch,
         samples_per_batch=len(train_examples) / batches.batches_per_epoch,
         tokens_per_batch=trained_tokens / batches.batches_per_epoch if packing else None)
+    if packing and config.sft.pack_length is None:
+        _suggest_longer_rows(config, batches, train_examples, pad_id)
     run_dir, tokenizer_dir, device = start_chat_run(config, start, restart=restart)
     model = start.model
     val_sets = {"val": [ExampleEvalSet(val_examples, seq_len=seq_len, packing=packing, pad_id=pad_id,
@@ -97,6 +105,20 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
     summary = train(setup)
     record_run(config, run_dir, summary)
     return summary
+
+
+def _suggest_longer_rows(config: Config, batches: ExampleBatches, examples: list, pad_id: int) -> None:
+    """Print a hint when rows twice as long (and half as many per batch) would be much fuller."""
+    fill = packing_stats(batches).non_pad_fraction
+    batch_size, seq_len = config.training.batch_size, config.data.seq_len
+    if fill >= LOW_FILL or batch_size % 2:
+        return
+    longer = packing_stats(ExampleBatches(examples, seq_len=seq_len, batch_size=batch_size // 2, seed=config.run.seed,
+                                          pad_id=pad_id, row_len=2 * seq_len)).non_pad_fraction
+    if longer - fill >= 0.05:
+        console.print(f"[dim]hint: packed rows are {fill:.0%} full (many examples are longer than half of "
+                      f"data.seq_len); --pack-length {2 * seq_len} --batch-size {batch_size // 2} fills {longer:.0%} "
+                      "with the same tokens per step[/dim]")
 
 
 def _training_and_validation(config: Config, start: ChatStart):
