@@ -23,7 +23,7 @@ from tempering.models.layers import (
     KVCache,
     RMSNorm,
     SwiGLU,
-    compute_dtype,
+    attention_dtype,
     residual_std,
     rotary_tables,
 )
@@ -180,7 +180,7 @@ class DecoderLM(nn.Module):
     def _attention_mask(self, document_ids, kv_cache, seq_len: int, x: torch.Tensor):
         """Return (additive bias or None, is_causal) for this call."""
         if document_ids is not None:
-            return document_attention_bias(document_ids, compute_dtype(x)), False
+            return document_attention_bias(document_ids, attention_dtype(x)), False
         if kv_cache is None or kv_cache.length == 0:
             return None, True
         if seq_len == 1:  # one new token sees every cached position
@@ -189,7 +189,7 @@ class DecoderLM(nn.Module):
         # SDPA's is_causal aligns top-left for non-square shapes, so build it explicitly.
         start = kv_cache.length
         allowed = torch.ones(seq_len, start + seq_len, dtype=torch.bool, device=x.device).tril(start)
-        zero = torch.zeros((), dtype=compute_dtype(x), device=x.device)
+        zero = torch.zeros((), dtype=attention_dtype(x), device=x.device)
         return torch.where(allowed, zero, torch.full_like(zero, float("-inf"))), False
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, *,
