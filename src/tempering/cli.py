@@ -29,7 +29,9 @@ class Flag:
     key: str
     type: Callable = str
     metavar: str | None = None
-    is_switch: bool = False  # a store_true flag that sets the key to true
+    is_switch: bool = False  # a store_true flag that sets the key to `switch_value`
+    switch_value: str = "true"
+    help: str | None = None  # default: the key's schema description
 
 
 PREP_FLAGS = [
@@ -64,7 +66,11 @@ TRAINING_FLAGS = [
     Flag("--early-stopping-patience", "training.early_stopping_patience", int, "N"),
     Flag("--device", "training.device", str, "auto|cpu|cuda|mps"),
     Flag("--precision", "training.precision", str, "fp32|bf16|fp16"),
-    Flag("--compile", "training.compile", is_switch=True),
+    Flag("--compile", "training.compile", is_switch=True,
+         help="Always torch.compile the training step (default auto: only fixed-shape runs of 1000+ steps; "
+              "see training.compile)."),
+    Flag("--no-compile", "training.compile", is_switch=True, switch_value="false",
+         help="Never compile the training step [training.compile=false]."),
     Flag("--gradient-checkpointing", "training.gradient_checkpointing", is_switch=True),
 ]
 
@@ -106,10 +112,11 @@ def _field_help(key: str) -> str:
 def _add_config_arguments(parser: argparse.ArgumentParser, flags: list[Flag]) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config file (optional; flags and overrides apply on top).")
     for flag in flags:
+        help_text = flag.help or _field_help(flag.key)
         if flag.is_switch:
-            parser.add_argument(flag.flag, action="store_true", default=None, help=_field_help(flag.key))
+            parser.add_argument(flag.flag, action="store_true", default=None, help=help_text)
         else:
-            parser.add_argument(flag.flag, type=flag.type, metavar=flag.metavar, help=_field_help(flag.key))
+            parser.add_argument(flag.flag, type=flag.type, metavar=flag.metavar, help=help_text)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="Override any config key in dot notation, e.g. training.learning_rate=1e-4 data.datasets.0.weight=2.")
 
@@ -127,7 +134,7 @@ def _overrides_from(args: argparse.Namespace, flags: list[Flag]) -> list[str]:
     for flag in flags:
         value = getattr(args, flag.flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
-            overrides.append(f"{flag.key}={'true' if flag.is_switch else value}")
+            overrides.append(f"{flag.key}={flag.switch_value if flag.is_switch else value}")
     return overrides + list(getattr(args, "overrides", []) or [])
 
 

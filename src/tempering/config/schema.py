@@ -104,7 +104,7 @@ class TrainingConfig(Section):
     max_recoveries: int = Field(3, ge=0, description="Non-finite loss recoveries allowed before the run stops.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; auto picks cuda, then mps, then cpu.")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Compute precision (bf16/fp16 via autocast).")
-    compile: bool = Field(False, description="Compile the model with torch.compile.")
+    compile: bool | Literal["auto"] = Field("auto", description="torch.compile the training step: true, false, or auto (compile fixed-shape pretraining and post-training runs of 1000+ steps on CPU with a C++ compiler, or CUDA). A compile error falls back to eager with a warning.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     best_metric: Literal["new", "original"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping.")
     freeze: list[str] = Field(default_factory=list, description="Freeze parameters whose names match these patterns (fnmatch, e.g. model.layers.[0-3].*).")

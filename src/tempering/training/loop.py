@@ -27,6 +27,7 @@ from torch import nn
 
 from tempering.checkpoint.io import load_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
+from tempering.checkpoint.resolution import cache_file_path
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
 from tempering.errors import UserError
@@ -35,6 +36,7 @@ from tempering.tracking.console import console
 from tempering.tracking.metrics import MetricsLog, truncate_after_step
 from tempering.tracking.progress import TrainingProgress
 from tempering.training.adamw import AdamW
+from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
 from tempering.training.objectives import Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
@@ -85,6 +87,7 @@ class TrainingSetup:
     initial_state: TrainState = field(default_factory=TrainState)  # post-training starts at the source's step
     schedule_offset: int = 0  # steps of the LR schedule already behind this run (a continued scheduler)
     update_trainable: Callable[[int], None] | None = None  # progressive unfreezing, called every step
+    static_shapes: bool = False  # every micro-batch has the same shapes (training.compile=auto may compile)
 
 
 def train(setup: TrainingSetup) -> dict:
@@ -104,7 +107,12 @@ def train(setup: TrainingSetup) -> dict:
     hint = precision_hint(device, cfg.precision)
     if hint:
         console.print(f"[dim]hint: {hint}[/dim]")
-    step_loss = torch.compile(setup.objective) if cfg.compile else setup.objective
+    step_loss = setup.objective
+    if should_compile(cfg.compile, total_steps=setup.total_steps - setup.initial_state.step, static_shapes=setup.static_shapes,
+                      device=device):
+        console.print(f"compiling the training step (training.compile={str(cfg.compile).lower()}); "
+                      "the first step takes longer")
+        step_loss = compiled_step(setup.objective, cache_file_path(setup.config).parent)
     amp = partial(autocast, device, cfg.precision)
     accumulation = cfg.accumulation_steps
     batches_per_epoch = setup.train_batches.batches_per_epoch

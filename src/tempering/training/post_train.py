@@ -87,7 +87,7 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     resets = {name: getattr(config.checkpoint, f"reset_{name}") for name in ("optimizer", "scheduler", "step")}
     unfreezing = config.training.unfreeze_top_blocks is not None
     setup = TrainingSetup(
-        config=config, run_dir=run_dir, model=model, optimizer=optimizer, objective=OBJECTIVES["clm"],
+        config=config, run_dir=run_dir, model=model, optimizer=optimizer, objective=OBJECTIVES["clm"], static_shapes=True,
         count_units=count_window_tokens, train_batches=train_batches, val_sets=val_sets, device=device,
         total_steps=initial_state.step + new_steps, length_reason=length_reason,
         hf_config=to_hf_config(arch, dropout=config.model.dropout, bos_id=tokenizer.bos_id,

@@ -49,7 +49,7 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
                   f"parameters) on {device}; {total_steps} steps of "
                   f"{config.training.batch_size * config.training.accumulation_steps} × {config.data.seq_len} tokens")
     setup = TrainingSetup(
-        config=config, run_dir=run_dir, model=model, optimizer=optimizer, objective=OBJECTIVES["clm"],
+        config=config, run_dir=run_dir, model=model, optimizer=optimizer, objective=OBJECTIVES["clm"], static_shapes=True,
         count_units=count_window_tokens, train_batches=data.train_batches, val_sets=data.val_sets,
         device=device, total_steps=total_steps, length_reason=length_reason,
         hf_config=to_hf_config(arch, dropout=config.model.dropout, bos_id=tokenizer.bos_id,
