@@ -191,3 +191,14 @@ def test_tokenizer_defaults_to_the_one_recorded_in_the_shards(workspace, tmp_pat
                check=True)
     fingerprint = json.loads((workspace / "tok" / "tokenizer_config.json").read_text())["tempering_fingerprint"]
     assert json.loads((run / "final" / "meta.json").read_text())["tokenizer_fingerprint"] == fingerprint
+
+
+def test_a_failing_compile_falls_back_to_eager_and_the_run_finishes(pretrain, tmp_path):
+    # No working C++ compiler and an empty kernel cache: Inductor cannot build the CPU kernels.
+    env = {"CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    result = pretrain(tmp_path / "run", "--max-steps", "3", "--val-split", "0", "--compile", env=env)
+    assert "warning: torch.compile failed (" in result.stderr
+    assert "training continues without compiling" in result.stderr
+    steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "train"]
+    assert steps == [1, 2, 3]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["final_step"] == 3
