@@ -118,7 +118,7 @@ def _suggest_longer_rows(config: Config, batches: ExampleBatches, examples: list
     if longer - fill >= 0.05:
         console.print(f"[dim]hint: packed rows are {fill:.0%} full (many examples are longer than half of "
                       f"data.seq_len); --pack-length {2 * seq_len} --batch-size {batch_size // 2} fills {longer:.0%} "
-                      "with the same tokens per step[/dim]")
+                      "with the same tokens per step (attention then spans twice the keys: compare tokens/s)[/dim]")
 
 
 def _training_and_validation(config: Config, start: ChatStart):
