@@ -1,10 +1,11 @@
 """What the benchmark scripts share: the matmul rate, FLOPs per token, the sample-corpus shards, the machine.
 
-Imported by `train_throughput.py` and `vs_peers.py` (both run as scripts from this folder).
+Imported by `train_throughput.py`, `profile_step.py` and `vs_peers.py` (both run as scripts from this folder).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -17,6 +18,14 @@ import torch
 from tempering.config.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and batch shape options the single-run benchmarks share."""
+    parser.add_argument("--preset", default="nano")
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
 
 
 def matmul_flops_per_s(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:

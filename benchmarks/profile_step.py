@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from _common import add_model_arguments
 from torch.profiler import ProfilerActivity, profile
 
 from tempering.config.presets import get_preset
@@ -33,10 +34,7 @@ GROUPS = {  # op name prefix -> group; first match wins
 def main() -> None:
     """Profile `--steps` steps after `--warmup` and print where the time goes."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="nano")
-    parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_model_arguments(parser)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import REPO, flops_per_token, matmul_flops_per_s, prepare_shards
+from _common import REPO, add_model_arguments, flops_per_token, matmul_flops_per_s, prepare_shards
 
 
 def run_training(shards: Path, tok: Path, save_dir: Path, args, compile_model: bool) -> dict:
@@ -47,10 +47,7 @@ def run_training(shards: Path, tok: Path, save_dir: Path, args, compile_model: b
 def main() -> None:
     """Measure and print a Markdown table; write JSON next to it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="nano")
-    parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5, help="Steps left out of the median.")
     parser.add_argument("--no-compile", action="store_true", help="Skip the --compile row.")
