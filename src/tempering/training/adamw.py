@@ -16,6 +16,7 @@ from collections import defaultdict
 
 import torch
 
+_NO_FUSED_KERNEL: set[str] = set()  # device types where torch._fused_adamw_ turned out to be missing
 _DEFAULTS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
 # torch.optim.AdamW writes these group keys; we keep them so its loader accepts our checkpoints.
 _TORCH_GROUP_KEYS = {"amsgrad": False, "foreach": None, "maximize": False, "capturable": False,
@@ -54,14 +55,17 @@ class AdamW:
                     target.append(value)
             for (device, _), (params, grads, exp_avgs, exp_avg_sqs, steps) in batches.items():
                 torch._foreach_add_(steps, 1)
-                if _has_fused_kernel(device):
+                if device.type not in _NO_FUSED_KERNEL:
                     beta1, beta2 = group["betas"]
-                    torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                                        lr=group["lr"], beta1=beta1, beta2=beta2,
-                                        weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                                        grad_scale=None, found_inf=None)
-                else:
-                    _foreach_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, group)
+                    try:
+                        torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
+                                            lr=group["lr"], beta1=beta1, beta2=beta2,
+                                            weight_decay=group["weight_decay"], eps=group["eps"],
+                                            maximize=False, grad_scale=None, found_inf=None)
+                        continue
+                    except (AttributeError, NotImplementedError):  # an older torch, or a device without it
+                        _NO_FUSED_KERNEL.add(device.type)
+                _foreach_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop (or zero) the gradients of every parameter this optimizer updates."""
@@ -109,10 +113,6 @@ class AdamW:
                         "exp_avg_sq": moments["exp_avg_sq"].detach().to(param).clone()}
             group.update({k: v for k, v in saved.items() if k != "params"})
             group["betas"] = tuple(group["betas"])
-
-
-def _has_fused_kernel(device: torch.device) -> bool:
-    return device.type in ("cpu", "cuda")
 
 
 def _foreach_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:

@@ -6,6 +6,7 @@ import copy
 
 import torch
 
+from tempering.training import adamw
 from tempering.training.adamw import AdamW, _foreach_adamw
 
 HYPER = {"lr": 1e-2, "betas": (0.9, 0.95), "eps": 1e-8}
@@ -95,3 +96,17 @@ def test_foreach_fallback_matches_torch_foreach_adamw():
         _foreach_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, {**HYPER, "weight_decay": 0.1})
     for ours, ref in zip(params, reference, strict=True):
         torch.testing.assert_close(ours, ref.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_without_a_fused_kernel_the_foreach_update_takes_over(monkeypatch):
+    def missing(*args, **kwargs):
+        raise NotImplementedError("no _fused_adamw_ for this backend")
+
+    monkeypatch.setattr(torch, "_fused_adamw_", missing)
+    monkeypatch.setattr(adamw, "_NO_FUSED_KERNEL", set())
+    ours, theirs = _model(), _model()
+    _train(ours, AdamW(_groups(ours), **HYPER), steps=3)
+    _train(theirs, torch.optim.AdamW(_groups(theirs), foreach=True, **HYPER), steps=3)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert "cpu" in adamw._NO_FUSED_KERNEL  # remembered: later steps go straight to the fallback
