@@ -108,8 +108,8 @@ def train(setup: TrainingSetup) -> dict:
     if hint:
         console.print(f"[dim]hint: {hint}[/dim]")
     step_loss = setup.objective
-    if should_compile(cfg.compile, total_steps=setup.total_steps - setup.initial_state.step, static_shapes=setup.static_shapes,
-                      device=device):
+    planned_steps = setup.total_steps - setup.initial_state.step  # this run's own, fixed across resumes
+    if should_compile(cfg.compile, total_steps=planned_steps, static_shapes=setup.static_shapes, device=device):
         console.print(f"compiling the training step (training.compile={str(cfg.compile).lower()}); "
                       "the first step takes longer")
         step_loss = compiled_step(setup.objective, cache_file_path(setup.config).parent)
