@@ -68,13 +68,13 @@ def _summary(config: Config, examples: list, read: int, truncated: int, dropped:
     if examples:
         seq_len = config.data.seq_len
         row_len = packed_row_length(seq_len, config.sft.pack_length)
+        pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
 
         def fill(packing: bool, length: int = row_len):
             return packing_stats(ExampleBatches(examples, seq_len=seq_len, batch_size=config.training.batch_size,
                                                 seed=config.run.seed, packing=packing, pad_id=pad_id,
                                                 row_len=length))
 
-        pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
         packed = fill(True)
         summary[f"packing into rows of {row_len}: non-pad fraction"] = f"{packed.non_pad_fraction:.1%}"
         summary["packing: examples per row"] = f"{packed.examples_per_row:.2f}"
