@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -114,6 +114,13 @@ class TrainingConfig(Section):
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0, description="Layer-wise LR decay: block i gets learning_rate * decay^(n_layers - i); embeddings the lowest.")
     unfreeze_top_blocks: int | None = Field(None, gt=0, description="Progressive unfreezing: start with only the top K blocks (and head) trainable.")
     unfreeze_every_steps: int | None = Field(None, gt=0, description="Progressive unfreezing: make one more block trainable every S steps.")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_setting(cls, value):
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError(f"training.compile must be true, false or auto (got {value!r})")
 
     @model_validator(mode="after")
     def _one_length_and_one_batch(self) -> TrainingConfig:

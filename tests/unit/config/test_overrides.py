@@ -138,3 +138,12 @@ def test_diff_configs_lists_changed_keys():
     a = load_config(None, ["training.max_steps=7"]).model_dump(mode="json")
     b = load_config(None, ["training.max_steps=8", "run.seed=2"]).model_dump(mode="json")
     assert diff_configs(a, b) == ["run.seed", "training.max_steps"]
+
+
+def test_compile_takes_true_false_or_auto_and_says_so(tmp_path):
+    assert load_config().training.compile == "auto"
+    assert load_config(write(tmp_path, "training:\n  compile: false\n")).training.compile is False
+    path = write(tmp_path, "training:\n  compile: sometimes\n")
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:2: training.compile must be true, false or auto (got 'sometimes')"
