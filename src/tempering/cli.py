@@ -131,9 +131,13 @@ def _overrides_from(args: argparse.Namespace, flags: list[Flag]) -> list[str]:
             overrides.append(f"{key}={json.dumps([{'path': p, **fmt} for p in paths])}")
     if getattr(args, "no_packing", False):
         overrides.append("sft.packing=false")
+    set_by: dict[str, str] = {}
     for flag in flags:
         value = getattr(args, flag.flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
+            if flag.key in set_by:
+                raise UserError(f"give {set_by[flag.key]} or {flag.flag}, not both (both set {flag.key})")
+            set_by[flag.key] = flag.flag
             overrides.append(f"{flag.key}={flag.switch_value if flag.is_switch else value}")
     return overrides + list(getattr(args, "overrides", []) or [])
 

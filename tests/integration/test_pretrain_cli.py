@@ -132,6 +132,9 @@ def test_bad_inputs_exit_2_with_one_clear_line(pretrain, workspace, tmp_path):
     assert_user_error(pretrain(tmp_path / "b", check=False), "no training length")
     assert_user_error(pretrain(tmp_path / "c", "--max-steps", "2", "model.vocab_size=100", check=False),
                       "model.vocab_size (100) is smaller than the tokenizer's vocabulary (512)")
+    assert_user_error(pretrain(tmp_path / "d", "--max-steps", "2", "--compile", "--no-compile", check=False),
+                      "give --compile or --no-compile, not both (both set training.compile)")
+    assert not (tmp_path / "d").exists()
 
     other_tok = tmp_path / "other_tok"
     run_temper("tokenizer", "train", "--input", workspace / "corpus" / "code" / "val.jsonl",
