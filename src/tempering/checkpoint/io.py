@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from tempering import json_files
 from tempering.checkpoint.atomic import fsync_file, write_dir_atomically
 from tempering.checkpoint.paths import (
     CONFIG_FILE,
@@ -269,11 +270,6 @@ def _path_to_str(value: object) -> str:
 
 
 def read_json_object(file: Path) -> dict:
-    """Parse a JSON file that must hold an object, naming the file on failure."""
-    try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise UserError(f"checkpoint {file} is corrupt or truncated: {exc}") from exc
-    if not isinstance(value, dict):
-        raise UserError(f"checkpoint {file} is corrupt: expected a JSON object")
-    return value
+    """Parse a checkpoint's JSON file that must hold an object, naming the file on failure."""
+    return json_files.read_json_object(file, invalid="checkpoint {file} is corrupt or truncated: {error}",
+                                       not_object="checkpoint {file} is corrupt: expected a JSON object")

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from rich.markup import escape
 from safetensors import SafetensorError, safe_open
 
+from tempering import json_files
 from tempering.checkpoint.io import read_json_object, read_meta
 from tempering.checkpoint.paths import (
     CONFIG_FILE,
@@ -188,12 +189,12 @@ def _child(value: object, key: str) -> object:
 
 def _read_cache(file: Path) -> dict:
     """Read the previous-run cache; a damaged one is an error naming it."""
-    try:
-        record = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise UserError(f"previous-run cache {file} is unreadable ({exc}); delete it or give --checkpoint") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("save_dir"), str):
-        raise UserError(f"previous-run cache {file} has no 'save_dir'; delete it or give --checkpoint")
+    no_save_dir = "previous-run cache {file} has no 'save_dir'; delete it or give --checkpoint"
+    record = json_files.read_json_object(
+        file, invalid="previous-run cache {file} is unreadable ({error}); delete it or give --checkpoint",
+        not_object=no_save_dir)
+    if not isinstance(record.get("save_dir"), str):
+        raise UserError(no_save_dir.format(file=file))
     return record
 
 

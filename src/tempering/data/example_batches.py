@@ -134,6 +134,7 @@ class ExampleBatches:
         self.lengths = np.array([len(example.input_ids) for example in examples], np.int64)
         _check_lengths(examples, self.lengths, seq_len)
         ids = np.zeros(len(examples), np.int64) if dataset_ids is None else np.asarray(dataset_ids, np.int64)
+        self.dataset_ids, self.window = ids, window
         num_datasets = int(ids.max()) + 1 if len(ids) else 1
         self.weights = [1.0] * num_datasets if weights is None else list(weights)
         if len(ids) != len(examples) or len(self.weights) != num_datasets:
@@ -153,6 +154,12 @@ class ExampleBatches:
         if num_units == 0:
             raise ValueError("no examples to batch (empty data, or all weights 0)")
         self.batches_per_epoch = -(-num_units // batch_size)  # the last, smaller batch is kept
+
+    def with_row_len(self, row_len: int) -> ExampleBatches:
+        """The same examples, mix and seed, packed into rows of `row_len` tokens."""
+        return ExampleBatches(self.examples, seq_len=self.seq_len, batch_size=self.batch_size, seed=self.seed,
+                              packing=self.packing, pad_id=self.pad_id, dataset_ids=self.dataset_ids,
+                              weights=self.weights, shuffle=self.shuffle, window=self.window, row_len=row_len)
 
     def example_order(self, epoch: int) -> np.ndarray:
         """Indices into `examples` that an epoch visits, in order: a pure function of (seed, epoch)."""

@@ -70,17 +70,17 @@ def _summary(config: Config, examples: list, read: int, truncated: int, dropped:
         row_len = packed_row_length(seq_len, config.sft.pack_length)
         pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
 
-        def fill(packing: bool, length: int = row_len):
-            return packing_stats(ExampleBatches(examples, seq_len=seq_len, batch_size=config.training.batch_size,
-                                                seed=config.run.seed, packing=packing, pad_id=pad_id,
-                                                row_len=length))
+        def batches(packing: bool) -> ExampleBatches:
+            return ExampleBatches(examples, seq_len=seq_len, batch_size=config.training.batch_size,
+                                  seed=config.run.seed, packing=packing, pad_id=pad_id, row_len=row_len)
 
-        packed = fill(True)
+        packing = batches(True)
+        packed = packing_stats(packing)
         summary[f"packing into rows of {row_len}: non-pad fraction"] = f"{packed.non_pad_fraction:.1%}"
         summary["packing: examples per row"] = f"{packed.examples_per_row:.2f}"
         if config.sft.pack_length is None and packed.non_pad_fraction < LOW_FILL:
-            longer = fill(True, 2 * seq_len)
+            longer = packing_stats(packing.with_row_len(2 * seq_len))
             summary[f"packing into rows of {2 * seq_len} (sft.pack_length={2 * seq_len}, half the batch_size)"] = \
                 f"{longer.non_pad_fraction:.1%}"
-        summary["padding: non-pad fraction"] = f"{fill(False).non_pad_fraction:.1%}"
+        summary["padding: non-pad fraction"] = f"{packing_stats(batches(False)).non_pad_fraction:.1%}"
     return summary

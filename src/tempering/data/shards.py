@@ -25,6 +25,7 @@ from typing import IO
 import numpy as np
 
 from tempering.errors import UserError
+from tempering.json_files import read_json_object
 
 FORMAT_NAME = "tempering-token-shards"
 FORMAT_VERSION = 1
@@ -163,12 +164,11 @@ def read_manifest(path: str | Path) -> dict:
     if not file.is_file():
         raise UserError(f"{path} holds no {MANIFEST_FILE}: not a token shard directory "
                         f"(make one with `temper prep`)")
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise UserError(f"{file} is unreadable ({error}); {REBUILD_HINT}") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise UserError(f"{file} is not a Tempering token-shard manifest; {REBUILD_HINT}")
+    not_manifest = f"{{file}} is not a Tempering token-shard manifest; {REBUILD_HINT}"
+    manifest = read_json_object(file, invalid=f"{{file}} is unreadable ({{error}}); {REBUILD_HINT}",
+                                not_object=not_manifest)
+    if manifest.get("format") != FORMAT_NAME:
+        raise UserError(not_manifest.format(file=file))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{file} has format version {manifest.get('format_version')}, this Tempering "
                         f"reads version {FORMAT_VERSION}; {REBUILD_HINT}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from tempering.errors import UserError
+from tempering.json_files import read_json_object
 from tempering.tokenizer.files import (
     CONFIG_FILE,
     SPECIAL_TOKENS_MAP_FILE,
@@ -102,13 +102,7 @@ def _read_special_token_config(directory: Path) -> dict:
         file = directory / name
         if not file.is_file():
             continue
-        try:
-            payload = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{file} is not valid JSON ({error}); fix or delete it") from error
-        if not isinstance(payload, dict):
-            raise UserError(f"{file} must hold a JSON object; fix or delete it")
-        merged.update(payload)
+        merged.update(read_json_object(file))
     return merged
 
 

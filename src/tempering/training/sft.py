@@ -87,7 +87,7 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
         samples_per_batch=len(train_examples) / batches.batches_per_epoch,
         tokens_per_batch=trained_tokens / batches.batches_per_epoch if packing else None)
     if packing and config.sft.pack_length is None:
-        _suggest_longer_rows(config, batches, train_examples, train_ids, pad_id)
+        _suggest_longer_rows(config, batches)
     run_dir, tokenizer_dir, device = start_chat_run(config, start, restart=restart)
     model = start.model
     val_sets = {"val": [ExampleEvalSet(val_examples, seq_len=seq_len, packing=packing, pad_id=pad_id,
@@ -107,17 +107,13 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
     return summary
 
 
-def _suggest_longer_rows(config: Config, batches: ExampleBatches, examples: list, dataset_ids: list[int],
-                         pad_id: int) -> None:
+def _suggest_longer_rows(config: Config, batches: ExampleBatches) -> None:
     """Print a hint when rows twice as long (and half as many per batch) would be much fuller."""
     fill = packing_stats(batches).non_pad_fraction
     batch_size, seq_len = config.training.batch_size, config.data.seq_len
     if fill >= LOW_FILL or batch_size % 2:
         return
-    longer_rows = ExampleBatches(examples, seq_len=seq_len, batch_size=batch_size // 2, seed=config.run.seed,
-                                 pad_id=pad_id, dataset_ids=dataset_ids, weights=batches.weights,
-                                 row_len=2 * seq_len)
-    longer = packing_stats(longer_rows).non_pad_fraction
+    longer = packing_stats(batches.with_row_len(2 * seq_len)).non_pad_fraction
     if longer - fill >= 0.05:
         console.print(f"[dim]hint: packed rows are {fill:.0%} full (many examples are longer than half of "
                       f"data.seq_len); --pack-length {2 * seq_len} --batch-size {batch_size // 2} fills {longer:.0%} "

@@ -110,6 +110,9 @@ def test_rows_longer_than_seq_len_hold_more_examples_each_at_most_seq_len():
     assert sorted(segments(batch)) == sorted(tuple(e.input_ids.tolist()) for e in examples)
     assert batch["position_ids"].max() < 20  # every position, padding included, stays below seq_len
     assert packing_stats(batches).non_pad_fraction == 57 / 80
+    shorter = batches.with_row_len(20)
+    assert [r.tolist() for r in shorter.rows] == [r.tolist() for r in ExampleBatches(examples, seq_len=20,
+                                                                                     batch_size=4, seed=0).rows]
     with pytest.raises(ValueError, match="examples of up to 20"):
         ExampleBatches(examples, seq_len=20, batch_size=1, seed=0, row_len=16)
     assert packed_row_length(20, None) == 20 and packed_row_length(20, 40) == 40

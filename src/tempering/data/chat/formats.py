@@ -175,20 +175,19 @@ def _field_list(record: dict) -> str:
 
 
 def _text(record: dict, key: str, format: str) -> str:
-    if key not in record:
-        raise RecordError(f"{format} record has no {key!r} (fields: {_field_list(record)})")
-    value = record[key]
-    if not isinstance(value, str):
-        raise RecordError(f"{format} {key!r} must be a string, got {type(value).__name__}")
-    return value
+    return _field(record, key, format, str, "a string")
 
 
 def _list(record: dict, key: str) -> list:
+    return _field(record, key, "tool_call", list, "a list")
+
+
+def _field(record: dict, key: str, format: str, kind: type, described: str):
     if key not in record:
-        raise RecordError(f"tool_call record has no {key!r} (fields: {_field_list(record)})")
+        raise RecordError(f"{format} record has no {key!r} (fields: {_field_list(record)})")
     value = record[key]
-    if not isinstance(value, list):
-        raise RecordError(f"tool_call {key!r} must be a list, got {type(value).__name__}")
+    if not isinstance(value, kind):
+        raise RecordError(f"{format} {key!r} must be {described}, got {type(value).__name__}")
     return value
 
 

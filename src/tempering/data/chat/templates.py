@@ -26,6 +26,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tempering.errors import UserError
+from tempering.json_files import read_json_object
 from tempering.tokenizer.special import SPECIAL_TOKENS
 
 CONFIG_FILE = "tokenizer_config.json"
@@ -217,13 +218,7 @@ def _tokenizer_dir(path: str | Path) -> Path:
 def _read_config(config_file: Path) -> dict:
     if not config_file.is_file():
         raise UserError(f"{config_file} does not exist; save the tokenizer there first")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{config_file} is not valid JSON ({error}); fix or delete it") from error
-    if not isinstance(config, dict):
-        raise UserError(f"{config_file} must hold a JSON object; fix or delete it")
-    return config
+    return read_json_object(config_file)
 
 
 def _replace_file(target: Path, text: str) -> None:

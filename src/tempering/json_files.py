@@ -1,0 +1,22 @@
+"""Read a JSON file that must hold one object; failures become one UserError line naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tempering.errors import UserError
+
+USER_FILE_INVALID = "{file} is not valid JSON ({error}); fix or delete it"
+USER_FILE_NOT_OBJECT = "{file} must hold a JSON object; fix or delete it"
+
+
+def read_json_object(file: Path, *, invalid: str = USER_FILE_INVALID, not_object: str = USER_FILE_NOT_OBJECT) -> dict:
+    """Parse `file` as a JSON object; `invalid` / `not_object` are the error templates ({file}, {error})."""
+    try:
+        value = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(invalid.format(file=file, error=error)) from error
+    if not isinstance(value, dict):
+        raise UserError(not_object.format(file=file))
+    return value
