@@ -9,6 +9,7 @@ of (input bytes, tokenizer, options), so a re-run with nothing changed does noth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import time
@@ -60,7 +61,8 @@ def run_prep(inputs: list[str] | None, tokenizer_dir: str | Path, output: str | 
         return _summarise(existing, output, wall_time_s=time.perf_counter() - started, up_to_date=True)
     if existing is not None:
         _check_only_shards(output)
-    manifest = _build(files, sources, bundle, output, options, recorded_options)
+    with _removing_new_parents(output):
+        manifest = _build(files, sources, bundle, output, options, recorded_options)
     summary = _summarise(manifest, output, wall_time_s=time.perf_counter() - started, up_to_date=False)
     _print_summary(summary)
     _warn_about_val_split(summary, options)
@@ -99,6 +101,20 @@ def _check_only_shards(output: Path) -> None:
                         f"{output}; move it away or choose another --output")
 
 
+@contextlib.contextmanager
+def _removing_new_parents(output: Path) -> Iterator[None]:
+    """On failure, remove the parent directories of `output` that did not exist before (if still empty)."""
+    # The shard builder creates them for its temporary sibling; a failed prep must leave no trace.
+    missing = [parent for parent in output.absolute().parents if not parent.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for parent in missing:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+
+
 def _describe_source(file: Path) -> dict:
     with open(file, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -115,7 +131,10 @@ def _shards_intact(output: Path) -> bool:
 
 
 def _same_build(manifest: dict, sources: list[dict], options: dict) -> bool:
-    return manifest.get("sources") == sources and manifest.get("options") == options
+    # A manifest without binary_skipped_files predates binary detection: its shards may hold a
+    # binary input tokenized as text, so the same inputs are no reason to keep them.
+    return (manifest.get("sources") == sources and manifest.get("options") == options
+            and "binary_skipped_files" in manifest.get("cleaning", {}))
 
 
 def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, output: Path,
@@ -146,6 +165,7 @@ def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, outp
                 "malformed_lines": source_stats.malformed_lines,
                 "invalid_utf8_replaced_bytes": source_stats.replaced_bytes,
                 "invalid_utf8_skipped_files": source_stats.skipped_files,
+                "binary_skipped_files": source_stats.binary_skipped_files,
             },
             options=recorded_options,
         )
@@ -163,7 +183,8 @@ def raw_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
 def _describe_removed(cleaner: DocumentCleaner, stats: SourceStats) -> str:
     removed = cleaner.stats.removed()
     return (f"{removed['empty']:,} empty, {removed['duplicate']:,} duplicate, {stats.num_malformed_lines:,} "
-            f"malformed lines, {len(stats.skipped_files):,} file(s) skipped for invalid UTF-8")
+            f"malformed lines, {len(stats.skipped_files):,} file(s) skipped for invalid UTF-8, "
+            f"{len(stats.binary_skipped_files):,} file(s) skipped as binary")
 
 
 def _document_batches(documents: Iterator[str], cleaner: DocumentCleaner, options: PrepConfig) -> Iterator[Batch]:
@@ -239,6 +260,7 @@ def _summarise(manifest: dict, output: Path, *, wall_time_s: float, up_to_date: 
         "malformed_lines": sum(cleaning["malformed_lines"].values()),
         "invalid_utf8_replaced_bytes": sum(cleaning["invalid_utf8_replaced_bytes"].values()),
         "invalid_utf8_skipped_files": len(cleaning["invalid_utf8_skipped_files"]),
+        "binary_skipped_files": len(cleaning["binary_skipped_files"]),
         **{split: {"documents": splits[split]["num_documents"], "tokens": splits[split]["num_tokens"],
                    "shards": len(splits[split]["shards"])} for split in SPLITS},
         "input_mb": input_mb,
@@ -256,6 +278,7 @@ def _print_summary(summary: dict) -> None:
         ["documents kept", f"{summary['documents_kept']:,}"],
         ["malformed lines skipped", f"{summary['malformed_lines']:,}"],
         ["files skipped (invalid UTF-8)", f"{summary['invalid_utf8_skipped_files']:,}"],
+        ["files skipped (binary)", f"{summary['binary_skipped_files']:,}"],
         ["bytes replaced (invalid UTF-8)", f"{summary['invalid_utf8_replaced_bytes']:,}"],
         ["train documents / tokens", f"{summary['train']['documents']:,} / {summary['train']['tokens']:,}"],
         ["val documents / tokens", f"{summary['val']['documents']:,} / {summary['val']['tokens']:,}"],

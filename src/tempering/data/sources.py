@@ -1,14 +1,18 @@
 """Find input files and stream documents out of them: text, JSONL, CSV, Parquet (text formats also gzipped).
 
 Files are read in ~4 MB chunks cut at line ends, so memory stays flat whatever a file's
-size (a whole-file document in `file` mode is the one exception). Invalid UTF-8 is either
-replaced (each bad byte becomes U+FFFD and is counted per file) or makes the whole file
-skipped; malformed JSONL/CSV rows are reported as file:line and skipped, and the file
-fails once more than `max_bad_line_fraction` of its rows are malformed.
+size (a whole-file document in `file` mode is the one exception). A file that looks binary
+(judged on its first 64 KiB, decompressed; Parquet is binary by design and exempt) is skipped
+with a warning. The test is a few lines written here rather than a dependency: it is Perl's
+`-B` heuristic (a NUL byte, or more than about 30% odd characters) over UTF-8. Invalid UTF-8
+in a text file is either replaced (each bad byte becomes U+FFFD and is counted per file) or
+makes the whole file skipped; malformed JSONL/CSV rows are reported as file:line and skipped,
+and the file fails once more than `max_bad_line_fraction` of its rows are malformed.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import gzip
@@ -36,24 +40,35 @@ PARQUET_BATCH_ROWS = 4096
 MAX_WARNINGS_PER_FILE = 3
 CSV_MAX_FIELD_CHARS = 2**31 - 1  # the largest value csv accepts on every platform
 GLOB_CHARS = frozenset("*?[")
+BINARY_SAMPLE_BYTES = 64 << 10
+# Odd characters (invalid UTF-8 bytes, control characters) in real text: none in UTF-8; one
+# per accented letter in a legacy Latin encoding (cp1252 French, cp1250 Czech or Hungarian:
+# 8-13%), which replace mode still reads, U+FFFD for each. Random or compressed bytes: ~56%;
+# Cyrillic in cp1251: ~80%, which replaced would be nothing but U+FFFD. Perl's -B test also
+# draws the line at about 30%. A NUL byte means binary (or UTF-16) outright, as git judges.
+MAX_ODD_FRACTION = 0.3
 
 ByteCallback = Callable[[int], None]
 
 # Bad bytes decoded with "surrogateescape" become U+DC80..U+DCFF, one per byte: countable.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# Odd characters: invalid bytes (escaped as above) and control characters other than tab,
+# newline, formfeed and carriage return (C0, DEL, C1).
+_ODD_CHAR = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\udc80-\udcff]")
 # A newline followed by one or more whitespace-only lines separates two blocks.
 _BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
 
 
 @dataclass
 class SourceStats:
-    """What reading the inputs found: files, documents, malformed rows, invalid UTF-8."""
+    """What reading the inputs found: files, documents, malformed rows, invalid UTF-8, binary files."""
 
     num_files: int = 0
     num_documents: int = 0
     malformed_lines: dict[str, int] = field(default_factory=dict)  # file -> rows skipped
     replaced_bytes: dict[str, int] = field(default_factory=dict)  # file -> invalid bytes replaced
     skipped_files: list[str] = field(default_factory=list)  # files skipped for invalid UTF-8
+    binary_skipped_files: list[str] = field(default_factory=list)  # files skipped as binary
 
     @property
     def num_malformed_lines(self) -> int:
@@ -132,7 +147,7 @@ def iter_documents(files: list[Path], options: PrepConfig, stats: SourceStats,
         stats.num_files += 1
         kind = file_kind(path)
         try:
-            if options.invalid_utf8 == "skip" and kind != "parquet" and _skip_invalid_utf8(path, stats):
+            if _skip_whole_file(path, kind, options, stats):
                 on_bytes(path.stat().st_size)
                 continue
             for text in READERS[kind](path, options, stats, on_bytes):
@@ -149,7 +164,39 @@ def _ignore_bytes(num_bytes: int) -> None:
 
 
 def _warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {escape(message)}")
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)  # one line, however long
+
+
+def _skip_whole_file(path: Path, kind: str, options: PrepConfig, stats: SourceStats) -> bool:
+    """Whether the file is left out: it looks binary, or holds invalid UTF-8 under invalid_utf8=skip."""
+    if kind == "parquet":  # binary by design; pyarrow checks it
+        return False
+    return _skip_binary(path, stats) or (options.invalid_utf8 == "skip" and _skip_invalid_utf8(path, stats))
+
+
+def binary_reason(sample: bytes, complete: bool = True) -> str | None:
+    """Why the start of a file (`sample`) looks binary, or None when it looks like text."""
+    if b"\0" in sample:
+        return "it holds NUL bytes"
+    # A sample cut short may end inside a character: the incremental decoder leaves that part out.
+    text = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(sample, final=complete)
+    num_odd = len(_ODD_CHAR.findall(text))
+    if text and num_odd > MAX_ODD_FRACTION * len(text):
+        return (f"{num_odd / len(text):.0%} of its first {BINARY_SAMPLE_BYTES >> 10} KiB is invalid UTF-8 "
+                f"or control characters")
+    return None
+
+
+def _skip_binary(path: Path, stats: SourceStats) -> bool:
+    with open(path, "rb") as raw:
+        stream = gzip.GzipFile(fileobj=raw) if path.name.lower().endswith(".gz") else raw
+        sample = stream.read(BINARY_SAMPLE_BYTES)
+    reason = binary_reason(sample, complete=len(sample) < BINARY_SAMPLE_BYTES)
+    if reason is None:
+        return False
+    stats.binary_skipped_files.append(str(path))
+    _warn(f"{path}: looks binary, not UTF-8 text ({reason}); file skipped (if it is text, convert it to UTF-8)")
+    return True
 
 
 def _skip_invalid_utf8(path: Path, stats: SourceStats) -> bool:
