@@ -17,10 +17,10 @@ import torch
 from _common import add_model_arguments
 from torch.profiler import ProfilerActivity, profile
 
-from tempering.config.presets import get_preset
-from tempering.models import build_model
+from tempering.models.llama.model import build_model
+from tempering.models.registry import find_preset
 from tempering.training.adamw import AdamW
-from tempering.training.objectives import causal_lm_loss
+from tempering.training.causal_lm import CausalLM
 
 GROUPS = {  # op name prefix -> group; first match wins
     "aten::mm": "GEMMs", "aten::addmm": "GEMMs", "aten::bmm": "GEMMs",
@@ -42,14 +42,15 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = build_model(get_preset(args.preset).with_overrides(vocab_size=args.vocab_size))
+    model = build_model(find_preset(args.preset)[1].with_overrides(vocab_size=args.vocab_size))
+    objective = CausalLM()
     optimizer = AdamW([{"params": list(model.parameters()), "weight_decay": 0.1}], lr=3e-4, betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:
         batch = {"tokens": torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len + 1), generator=generator)}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            loss_sum, num_tokens = causal_lm_loss(model, batch)
+            loss_sum, num_tokens, _ = objective(model, batch)
         (loss_sum / num_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

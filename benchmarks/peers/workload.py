@@ -87,18 +87,18 @@ def initial_checkpoint(tokenizer_dir: Path, vocab_size: int | None, seed: int, o
     import torch
 
     from tempering.checkpoint.io import save_checkpoint
-    from tempering.config.presets import get_preset
-    from tempering.models import build_model
-    from tempering.models.hf import to_hf_config
+    from tempering.models.family import SpecialTokenIds
+    from tempering.models.registry import find_preset
 
-    arch = get_preset("nano").with_overrides(vocab_size=vocab)
+    family, preset = find_preset("nano")
+    arch = preset.with_overrides(vocab_size=vocab)
     torch.manual_seed(seed)  # what `temper pretrain` does right before it builds the model
-    model = build_model(arch)
+    model = family.build(arch)
+    special = SpecialTokenIds(bos_id=tokenizer.bos_id, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
     save_checkpoint(out, weights=model.export_state_dict(),
-                    hf_config=to_hf_config(arch, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-                                           pad_id=tokenizer.pad_id),
+                    hf_config=family.to_hf_config(arch, dropout=0.0, special=special),
                     meta={"step": 0, "tokenizer_fingerprint": tokenizer.fingerprint, "preset": "nano",
-                          "source_checkpoint": None, "post_training": False},
+                          "source_checkpoint": None, "post_training": False, "family": family.name},
                     tokenizer_dir=tokenizer_dir)
     return out, vocab
 

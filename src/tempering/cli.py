@@ -19,6 +19,35 @@ from tempering import __version__
 from tempering.errors import EXIT_USER_ERROR, UserError
 
 OVERRIDE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: temper generate: argument --top-p: ...`, exit 2."""
+
+    def error(self, message: str):
+        """Print one line naming the command and the problem, and exit with the user-error status."""
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def ranged(kind: type, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+           what: str = "") -> Callable[[str], int | float]:
+    """An argparse `type` that parses `kind` and checks low <= value <= high (low < value when low_open)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if value != value or too_low or (high is not None and value > high):  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = ranged(int, low=1, what="give a whole number of at least 1")
 
 
 @dataclass(frozen=True)
@@ -178,16 +207,23 @@ def cmd_config_schema(args: argparse.Namespace) -> None:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    """List model presets with computed parameter counts."""
-    from tempering.config.presets import PRESETS, count_non_embedding_parameters, count_parameters
+    """List model presets, family by family, with computed parameter counts."""
+    from tempering.models.registry import all_presets
     from tempering.tracking.console import print_table
 
-    rows = [[name, a.vocab_size, a.d_model, a.n_layers, a.n_heads, a.n_kv_heads, a.d_ff, a.max_seq_len,
-             f"{a.rope_theta:g}", "yes" if a.tie_embeddings else "no",
-             f"{count_parameters(a) / 1e6:.2f}M", f"{count_non_embedding_parameters(a) / 1e6:.2f}M"]
-            for name, a in PRESETS.items()]
-    print_table("Model presets", ["preset", "vocab", "d_model", "layers", "heads", "kv heads", "d_ff",
-                                  "context", "rope θ", "tied", "params", "non-embedding"], rows)
+    presets = all_presets()
+    dimensions = list(dict.fromkeys(key for _, family, arch in presets for key in family.summary(arch)))
+    rows = [[name, family.name, *(family.summary(arch).get(key, "-") for key in dimensions),
+             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
+            for name, family, arch in presets]
+    print_table("Model presets", ["preset", "family", *dimensions, "params", "non-embedding"], rows)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """Convert a local Hugging Face model directory into a Tempering checkpoint."""
+    from tempering.checkpoint.hf_import import import_hf_model
+
+    import_hf_model(args.source, args.output)
 
 
 def cmd_sample_corpus(args: argparse.Namespace) -> None:
@@ -261,7 +297,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         raise UserError("give exactly one of --prompt TEXT (continue text) or --chat MESSAGE (a chat turn)")
     loaded = load_model(args.checkpoint, device=pick_device(args.device))
     tokenizer = loaded.tokenizer
-    prompt, stop_ids = args.prompt, frozenset()
+    # Every end token the checkpoint's generation_config.json lists (EOS, a chat model's end of turn).
+    eos = loaded.checkpoint.generation_config.get("eos_token_id")
+    prompt, stop_ids = args.prompt, frozenset(i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int))
     if args.chat is not None:
         from tempering.data.chat import (
             Conversation,
@@ -273,7 +311,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         template = load_tokenizer_template(loaded.checkpoint.path)
         messages = ([Message("system", args.system)] if args.system else []) + [Message("user", args.chat)]
         prompt = render_prompt(Conversation(messages), template)
-        stop_ids = frozenset({tokenizer.tokenizer.token_to_id(template.end_of_turn)} - {None})
+        stop_ids |= frozenset({tokenizer.tokenizer.token_to_id(template.end_of_turn)} - {None})
     tokens = generate_tokens(loaded.model, tokenizer.encode(prompt), max_new_tokens=args.max_new_tokens,
                              eos_id=tokenizer.eos_id, temperature=args.temperature, top_k=args.top_k,
                              top_p=args.top_p, seed=args.seed, stop_ids=stop_ids)
@@ -336,8 +374,8 @@ def cmd_inspect_data(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the full `temper` argument parser."""
-    parser = argparse.ArgumentParser(prog="temper", description=__doc__.splitlines()[0] if __doc__ else None,
-                                     epilog="Run `temper COMMAND --help` for a command's options.")
+    parser = Parser(prog="temper", description=__doc__.splitlines()[0] if __doc__ else None,
+                    epilog="Run `temper COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"temper {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -437,6 +475,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(inspect, SFT_FLAGS)
     inspect.set_defaults(func=cmd_inspect_data)
 
+    importer = commands.add_parser(
+        "import", help="Convert a local Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3) into a checkpoint.",
+        description="Convert a local Hugging Face model directory — config.json, model.safetensors (or shards with "
+                    "model.safetensors.index.json), tokenizer.json and its config — into a Tempering checkpoint that "
+                    "every stage accepts with --checkpoint. The model family is read from config.json's model_type; "
+                    "what Tempering cannot reproduce exactly (rope scaling, sliding windows) is refused, naming the key.")
+    importer.add_argument("--from", dest="source", required=True, metavar="HF_DIR",
+                          help="The Hugging Face model directory (as written by save_pretrained).")
+    importer.add_argument("--output", required=True, metavar="DIR",
+                          help="The checkpoint directory to create (must not exist, or be empty).")
+    importer.set_defaults(func=cmd_import)
+
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", nargs="+", action="extend", required=True, metavar="[NAME=]PATH",
@@ -446,8 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["auto", "val", "train"], default="auto",
                           help="Which split of a shard dir: auto = val when it has one, else train (default auto).")
     evaluate.add_argument("--seq-len", type=int, metavar="N", help="Window length (default: the one the model trained with).")
-    evaluate.add_argument("--batch-size", type=int, default=8, metavar="N", help="Windows per forward pass (default 8).")
-    evaluate.add_argument("--max-batches", type=int, metavar="N", help="Evaluate at most N batches per dataset.")
+    evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=8, metavar="N",
+                          help="Windows per forward pass (default 8).")
+    evaluate.add_argument("--max-batches", type=POSITIVE_INT, metavar="N", help="Evaluate at most N batches per dataset.")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     evaluate.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     evaluate.set_defaults(func=cmd_eval)
@@ -458,11 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chat", metavar="MESSAGE", help="A user message: rendered with the checkpoint's chat "
                           "template; generation stops at the template's end-of-turn token.")
     generate.add_argument("--system", metavar="TEXT", help="System message for --chat.")
-    generate.add_argument("--max-new-tokens", type=int, default=100, metavar="N", help="Stop after N new tokens (default 100).")
-    generate.add_argument("--temperature", type=float, default=0.8, metavar="T", help="Sampling temperature; 0 is greedy (default 0.8).")
-    generate.add_argument("--top-k", type=int, metavar="K", help="Sample only among the K most likely tokens.")
-    generate.add_argument("--top-p", type=float, metavar="P", help="Sample only from the smallest set of tokens with probability mass P.")
-    generate.add_argument("--seed", type=int, default=0, metavar="S", help="Sampling seed (default 0).")
+    generate.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N",
+                          help="Stop after N new tokens, N >= 1 (default 100).")
+    generate.add_argument("--temperature", type=ranged(float, low=0, high=100, what="give 0 (greedy) to 100"),
+                          default=0.8, metavar="T", help="Sampling temperature, 0 to 100; 0 is greedy (default 0.8).")
+    generate.add_argument("--top-k", type=POSITIVE_INT, metavar="K",
+                          help="Sample only among the K most likely tokens (K >= 1).")
+    generate.add_argument("--top-p", type=ranged(float, low=0, high=1, low_open=True, what="give 0 < P <= 1"),
+                          metavar="P", help="Sample only from the smallest set of tokens with probability mass P "
+                                            "(0 < P <= 1).")
+    generate.add_argument("--seed", type=ranged(int, low=0, high=MAX_SEED, what=f"give 0 to {MAX_SEED}"),
+                          default=0, metavar="S", help="Sampling seed, 0 to 2^63-1 (default 0).")
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     generate.set_defaults(func=cmd_generate)
     return parser

@@ -152,6 +152,24 @@ def test_bad_inputs_exit_2_with_one_clear_line(pretrain, workspace, tmp_path):
                       "final/model.safetensors is corrupt or truncated")
 
 
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--temperature", "-1"], "--temperature: -1 is out of range"),
+    (["--temperature", "nan"], "--temperature: nan is out of range"),
+    (["--top-p", "1.5"], "--top-p: 1.5 is out of range: give 0 < P <= 1"),
+    (["--top-p", "0"], "--top-p: 0 is out of range"),
+    (["--top-k", "-3"], "--top-k: -3 is out of range"),
+    (["--max-new-tokens", "0"], "--max-new-tokens: 0 is out of range"),
+    (["--max-new-tokens", "many"], "--max-new-tokens: 'many' is not an integer"),
+    (["--seed", "-5"], "--seed: -5 is out of range"),
+])
+def test_generate_refuses_out_of_range_sampling_settings_in_one_line(base_run, flags, named):
+    before = sorted(p.relative_to(base_run) for p in base_run.rglob("*"))
+    result = run_temper("generate", "--checkpoint", base_run, "--prompt", "The", *flags)
+    assert_user_error(result, "temper generate: argument", named)
+    assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+    assert sorted(p.relative_to(base_run) for p in base_run.rglob("*")) == before
+
+
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(pretrain, tmp_path):
     import resource
 

@@ -66,13 +66,28 @@ def test_inspect_data_shows_the_trained_spans(base_run, chat):
                       "sft.pack_length (64) is shorter than data.seq_len (128)")
 
 
-def test_generate_in_chat_mode_stops_at_the_end_of_turn(base_run, chat, tmp_path):
+def test_generation_in_chat_mode_stops_at_the_end_of_turn_here_and_in_transformers(base_run, chat, tmp_path):
     run = tmp_path / "sft"
     stage("sft", base_run, run, chat["chat_train"], "--max-steps", "40", "--lr", "5e-3", "--val-split", "0")
-    result = run_temper("generate", "--checkpoint", run, "--chat", "What does `json.dumps` do?",
+    question = "What does `json.dumps` do?"
+    result = run_temper("generate", "--checkpoint", run, "--chat", question,
                         "--temperature", "0", "--max-new-tokens", "80", check=True)
-    assert result.stdout.startswith("<|im_start|>user\nWhat does `json.dumps` do?<|im_end|>\n<|im_start|>assistant\n")
-    assert "<|im_end|>" not in result.stdout.split("<|im_start|>assistant\n", 1)[1]
+    assert result.stdout.startswith(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    answer = result.stdout.split("<|im_start|>assistant\n", 1)[1].removesuffix("\n")
+    assert "<|im_end|>" not in answer
+
+    # transformers' generate on the checkpoint stops at the same place: generation_config.json lists <|im_end|>.
+    transformers = pytest.importorskip("transformers")
+    final = run / "final"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(final)
+    model = transformers.AutoModelForCausalLM.from_pretrained(final).eval()
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in json.loads((final / "generation_config.json").read_text())["eos_token_id"]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    output = model.generate(**prompt, max_new_tokens=80, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+    assert output[-1].item() == im_end and len(output) < 80  # stopped at the end of the assistant turn
+    assert tokenizer.decode(output[:-1]) == answer
 
 
 def test_dpo_learns_the_preferences_and_precomputed_reference_matches_live(base_run, chat, tmp_path):

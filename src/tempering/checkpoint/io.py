@@ -1,9 +1,10 @@
 """Save and load one checkpoint directory in the layout of DESIGN.md ("Checkpoint directory").
 
-Files: model.safetensors (weights), config.json (HF model config), trainer_state.pt
-(everything a resume needs, readable with `torch.load(weights_only=True)`), meta.json
-(a sidecar a person can read) and the tokenizer files. Writing is atomic (atomic.py); a
-failed write becomes one UserError that says the previous checkpoint is intact.
+Files: model.safetensors (weights), config.json (HF model config), generation_config.json
+(the tokens generation stops at), trainer_state.pt (everything a resume needs, readable
+with `torch.load(weights_only=True)`), meta.json (a sidecar a person can read, naming the
+model family) and the tokenizer files. Writing is atomic (atomic.py); a failed write
+becomes one UserError that says the previous checkpoint is intact.
 """
 
 import errno
@@ -25,6 +26,7 @@ from tempering import json_files
 from tempering.checkpoint.atomic import fsync_file, write_dir_atomically
 from tempering.checkpoint.paths import (
     CONFIG_FILE,
+    GENERATION_CONFIG_FILE,
     META_FILE,
     TOKENIZER_FILES,
     TRAINER_STATE_FILE,
@@ -33,6 +35,8 @@ from tempering.checkpoint.paths import (
     resolve_checkpoint,
 )
 from tempering.errors import UserError
+from tempering.models.family import ModelFamily
+from tempering.models.registry import family_of_checkpoint
 
 # Keys every meta.json carries (DESIGN.md); the caller supplies them, missing ones are null.
 META_KEYS = (
@@ -45,6 +49,7 @@ META_KEYS = (
     "tokenizer_fingerprint",
     "created_at",
     "model_type",
+    "family",
 )
 REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE)
 
@@ -69,6 +74,21 @@ class Checkpoint:
     def has_trainer_state(self) -> bool:
         """Tell whether training can resume from this checkpoint."""
         return (self.path / TRAINER_STATE_FILE).is_file()
+
+    @property
+    def family(self) -> ModelFamily:
+        """The model family this checkpoint holds (meta.json's `family`, else config.json's `model_type`)."""
+        return family_of_checkpoint(self.hf_config, self.meta, where=str(self.path / CONFIG_FILE))
+
+    def architecture(self):
+        """The architecture config.json describes, as the checkpoint's family reads it."""
+        return self.family.from_hf_config(self.hf_config, where=str(self.path / CONFIG_FILE))
+
+    @property
+    def generation_config(self) -> dict:
+        """generation_config.json, or {} for checkpoints written without one."""
+        file = self.path / GENERATION_CONFIG_FILE
+        return read_json_object(file) if file.is_file() else {}
 
     @property
     def tokenizer_dir(self) -> Path | None:
@@ -105,6 +125,7 @@ def save_checkpoint(
     meta: dict,
     trainer_state: dict | None = None,
     tokenizer_dir: str | Path | None = None,
+    generation_config: dict | None = None,
     previous: Path | None = None,
     on_partial_write: Callable[[], None] | None = None,
 ) -> Path:
@@ -131,6 +152,8 @@ def save_checkpoint(
         if on_partial_write is not None:
             on_partial_write()
         _write_json(folder / CONFIG_FILE, hf_config)
+        if generation_config is not None:
+            _write_json(folder / GENERATION_CONFIG_FILE, generation_config)
         if trainer_state is not None:
             _write_trainer_state(folder / TRAINER_STATE_FILE, trainer_state)
         for source in tokenizer_files:

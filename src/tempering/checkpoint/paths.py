@@ -13,6 +13,7 @@ from tempering.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
 META_FILE = "meta.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
 # Copied from the tokenizer directory when present; tokenizer.json is the one that must exist.

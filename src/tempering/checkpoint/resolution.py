@@ -32,10 +32,9 @@ from tempering.checkpoint.paths import (
     WEIGHTS_FILE,
     resolve_checkpoint,
 )
-from tempering.config.presets import Architecture
 from tempering.config.schema import Config
 from tempering.errors import UserError
-from tempering.models.hf import from_hf_config
+from tempering.models.registry import family_of_checkpoint
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 
@@ -132,9 +131,10 @@ def validate_source_checkpoint(path: Path, *, data_fingerprints: list[tuple[str,
         if not (path / name).is_file():
             raise UserError(f"source checkpoint {path} is incomplete: {name} is missing")
     config_file = path / CONFIG_FILE
-    arch = from_hf_config(read_json_object(config_file), where=str(config_file))
-    _check_weights_match(path / WEIGHTS_FILE, arch)
-    meta = read_meta(path)
+    hf_config, meta = read_json_object(config_file), read_meta(path)
+    family = family_of_checkpoint(hf_config, meta, where=str(config_file))
+    arch = family.from_hf_config(hf_config, where=str(config_file))
+    _check_weights_match(path / WEIGHTS_FILE, family.expected_tensors(arch), family.optional_tensors(arch))
     fingerprint = meta.get("tokenizer_fingerprint") or _tokenizer_fingerprint(path)
     for dataset, data_fingerprint in data_fingerprints:
         if data_fingerprint is not None and data_fingerprint != fingerprint:
@@ -211,16 +211,15 @@ def _write_json_atomic(file: Path, record: dict) -> None:
         raise
 
 
-def _check_weights_match(file: Path, arch: Architecture) -> None:
-    """Compare model.safetensors' tensor names and shapes with the architecture in config.json."""
-    expected = _weight_shapes(arch)
+def _check_weights_match(file: Path, expected: dict[str, tuple[int, ...]],
+                         optional: dict[str, tuple[int, ...]]) -> None:
+    """Compare model.safetensors' tensor names and shapes with what the family expects of config.json."""
     try:
         with safe_open(file, framework="pt") as weights:
             found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError) as exc:
         raise UserError(f"source checkpoint {file} is corrupt or truncated: {exc}") from exc
-    if arch.tie_embeddings and "lm_head.weight" in found:  # some exporters save the tied head too
-        expected["lm_head.weight"] = expected["model.embed_tokens.weight"]
+    expected = {**expected, **{name: shape for name, shape in optional.items() if name in found}}
     for names, problem in ((sorted(set(expected) - set(found)), "lacks tensor"),
                            (sorted(set(found) - set(expected)), "has unexpected tensor")):
         if names:
@@ -231,26 +230,6 @@ def _check_weights_match(file: Path, arch: Architecture) -> None:
         if found[name] != shape:
             raise UserError(f"source checkpoint {file}: {name} has shape {list(found[name])}, "
                             f"but its {CONFIG_FILE} implies {list(shape)}")
-
-
-def _weight_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
-    """The tensors DecoderLM.export_state_dict writes for `arch`, by name.
-
-    Written out rather than read from a model built on the meta device: initialising
-    there imports torch._dynamo (about 1.5 s). test_resolution checks it against the model.
-    """
-    d_model, d_attn, d_kv = arch.d_model, arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim
-    shapes = {"model.embed_tokens.weight": (arch.vocab_size, d_model), "model.norm.weight": (d_model,)}
-    for index in range(arch.n_layers):
-        block = {"self_attn.q_proj": (d_attn, d_model), "self_attn.k_proj": (d_kv, d_model),
-                 "self_attn.v_proj": (d_kv, d_model), "self_attn.o_proj": (d_model, d_attn),
-                 "mlp.gate_proj": (arch.d_ff, d_model), "mlp.up_proj": (arch.d_ff, d_model),
-                 "mlp.down_proj": (d_model, arch.d_ff), "input_layernorm": (d_model,),
-                 "post_attention_layernorm": (d_model,)}
-        shapes.update({f"model.layers.{index}.{name}.weight": shape for name, shape in block.items()})
-    if not arch.tie_embeddings:
-        shapes["lm_head.weight"] = (arch.vocab_size, d_model)
-    return shapes
 
 
 def _tokenizer_fingerprint(checkpoint: Path) -> str:

@@ -1,1 +1,1 @@
-"""Perplexity evaluation (later: the lm-eval bridge)."""
+"""`temper eval`: a checkpoint's loss and perplexity on datasets (the validation pass itself is in `training`)."""

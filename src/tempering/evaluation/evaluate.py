@@ -9,9 +9,9 @@ from tempering.config.schema import DatasetConfig
 from tempering.data.datasets import check_tokenizer, dataset_name, open_source
 from tempering.data.packing import PackedSequences, spans_of_documents
 from tempering.errors import UserError
-from tempering.evaluation.perplexity import evaluate_loss
+from tempering.training.causal_lm import CausalLM
 from tempering.training.device import pick_device
-from tempering.training.objectives import causal_lm_loss
+from tempering.training.validation import evaluate
 
 
 def parse_dataset_specs(specs: list[str], limits: list[str]) -> list[DatasetConfig]:
@@ -43,7 +43,9 @@ def evaluate_checkpoint(checkpoint: str, datasets: list[DatasetConfig], *, split
     """Loss/perplexity per dataset; shard dirs use their val split under split=auto when they have one."""
     loaded = load_model(checkpoint, device=pick_device(device))
     model, tokenizer = loaded.model, loaded.tokenizer
-    seq_len = min(seq_len or loaded.checkpoint.meta.get("seq_len") or 256, model.arch.max_seq_len)
+    context = loaded.family.context_length(loaded.arch)
+    seq_len = seq_len or loaded.checkpoint.meta.get("seq_len") or 256
+    seq_len = min(seq_len, context) if context else seq_len
     results = {}
     for dataset in datasets:
         source = None
@@ -52,13 +54,13 @@ def evaluate_checkpoint(checkpoint: str, datasets: list[DatasetConfig], *, split
             if source is None and split == "val":
                 raise UserError(f"{dataset.path} has no val split (use --split train or auto)")
         source = source or open_source(dataset, tokenizer, "train")
-        check_tokenizer(source, dataset, tokenizer, model.arch.vocab_size)
+        check_tokenizer(source, dataset, tokenizer, loaded.family.vocab_size(loaded.arch))
         keep = torch.ones(len(source.document_ends), dtype=torch.bool).numpy()
         windows = PackedSequences(spans_of_documents(source.read, source.document_ends, keep), seq_len)
         if len(windows) == 0:
             raise UserError(f"{dataset.path}: fewer than {seq_len + 1} tokens, too few for one window of --seq-len")
-        values = evaluate_loss(model, [windows], causal_lm_loss, batch_size=batch_size,
-                               device=next(model.parameters()).device, max_batches=max_batches)
+        values = evaluate(model, [windows], CausalLM(), batch_size=batch_size,
+                          device=next(model.parameters()).device, max_batches=max_batches)
         results[dataset_name(dataset)] = {**values, "documents": len(source.document_ends), "path": dataset.path}
     return {"checkpoint": str(loaded.checkpoint.path), "step": loaded.checkpoint.meta.get("step"),
             "seq_len": seq_len, "datasets": results}

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-
-from tempering.models import DecoderLM
+from torch import nn
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -23,11 +22,14 @@ def filter_logits(logits: torch.Tensor, *, top_k: int | None, top_p: float | Non
 
 
 @torch.no_grad()
-def generate_tokens(model: DecoderLM, prompt_ids: list[int], *, max_new_tokens: int, eos_id: int | None,
+def generate_tokens(model: nn.Module, prompt_ids: list[int], *, max_new_tokens: int, eos_id: int | None,
                     temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                     seed: int = 0, use_cache: bool = True, stop_ids: frozenset[int] = frozenset()) -> Iterator[int]:
-    """Yield new token ids one by one until EOS or a stop id (not yielded) or max_new_tokens; greedy at temperature 0."""
-    device = model.model.embed_tokens.weight.device
+    """Yield new token ids one by one until EOS or a stop id (not yielded) or max_new_tokens; greedy at temperature 0.
+
+    `model` is a decoder with `arch.max_seq_len` and `new_kv_cache` (the llama family's DecoderLM).
+    """
+    device = next(model.parameters()).device
     limit = model.arch.max_seq_len
     ids = list(prompt_ids)[-(limit - 1):] if prompt_ids else [eos_id or 0]
     max_new_tokens = min(max_new_tokens, limit - len(ids))

@@ -1,19 +1,6 @@
-"""Model definitions (decoder LM first) and Hugging Face import/export."""
+"""Model families (a registry in `registry.py`; the Llama-style decoder in `llama/`), shared layers, the chunked loss.
 
-from tempering.models.chunked_loss import chunked_cross_entropy
-from tempering.models.layers import KVCache
-from tempering.models.llama import (
-    DecoderLM,
-    build_model,
-    needs_document_mask,
-    positions_from_documents,
-)
-
-__all__ = [
-    "DecoderLM",
-    "KVCache",
-    "build_model",
-    "chunked_cross_entropy",
-    "needs_document_mask",
-    "positions_from_documents",
-]
+Import what you need from its module (`tempering.models.llama.model.DecoderLM`,
+`tempering.models.registry.find_preset`, ...): this package imports nothing eagerly, so
+torch-free callers such as `temper presets` stay fast.
+"""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -45,6 +45,12 @@ class TokenizerBundle:
                    vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
                    bos_id=tokenizer.token_to_id(BOS), eos_id=eos_id, pad_id=tokenizer.token_to_id(PAD))
 
+    def with_special_tokens(self, tokens: list[str]) -> TokenizerBundle:
+        """This tokenizer with `tokens` added as special tokens; bos/eos/pad keep their ids."""
+        self.tokenizer.add_special_tokens(tokens)
+        return replace(self, fingerprint=tokenizer_fingerprint(self.tokenizer),
+                       vocab_size=self.tokenizer.get_vocab_size(with_added_tokens=True))
+
     def encode(self, text: str) -> list[int]:
         """Return the token ids of `text`, with no bos/eos added (special-token strings map to their ids)."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -61,13 +67,23 @@ class TokenizerBundle:
     def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
         """Save as a standalone tokenizer directory (atomic) and remember it as `path`."""
         directory = Path(directory)
-        save_tokenizer_dir(self.tokenizer, directory, fingerprint=self.fingerprint, overwrite=overwrite)
+        save_tokenizer_dir(self.tokenizer, directory, fingerprint=self.fingerprint, overwrite=overwrite,
+                           specials=self.special_tokens)
         self.path = directory
         return directory
 
     def write_files(self, directory: str | Path) -> None:
         """Write the tokenizer files into an existing directory whose atomicity the caller owns."""
-        write_tokenizer_files(self.tokenizer, Path(directory), fingerprint=self.fingerprint)
+        write_tokenizer_files(self.tokenizer, Path(directory), fingerprint=self.fingerprint,
+                              specials=self.special_tokens)
+
+    @property
+    def special_tokens(self) -> tuple[str | None, str, str | None]:
+        """The (bos, eos, pad) token strings (None where the tokenizer has no such token)."""
+        def token(token_id: int | None) -> str | None:
+            return None if token_id is None else self.tokenizer.id_to_token(token_id)
+
+        return token(self.bos_id), token(self.eos_id), token(self.pad_id)
 
 
 def load_tokenizer(path: str | Path) -> TokenizerBundle:

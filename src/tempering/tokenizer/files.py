@@ -30,13 +30,20 @@ FINGERPRINT_KEY = "tempering_fingerprint"
 VERY_LARGE_MODEL_MAX_LENGTH = int(1e30)
 
 
-def write_tokenizer_files(tokenizer: Tokenizer, directory: Path, *, fingerprint: str) -> None:
-    """Write the three tokenizer files into an existing directory (e.g. a checkpoint being built)."""
+def write_tokenizer_files(tokenizer: Tokenizer, directory: Path, *, fingerprint: str,
+                          specials: tuple[str | None, str, str | None] = (BOS, EOS, PAD)) -> None:
+    """Write the three tokenizer files into an existing directory (e.g. a checkpoint being built).
+
+    `specials` are the (bos, eos, pad) token strings: Tempering's own for tokenizers trained
+    here, the model's for an imported tokenizer (whose vocabulary lacks ours).
+    """
+    bos, eos, pad = specials
     special_tokens_map = {
-        "bos_token": BOS,
-        "eos_token": EOS,
-        "pad_token": PAD,
-        "additional_special_tokens": [token for token in SPECIAL_TOKENS if token not in (BOS, EOS, PAD)],
+        **({"bos_token": bos} if bos else {}),
+        "eos_token": eos,
+        **({"pad_token": pad} if pad else {}),
+        "additional_special_tokens": [token for token in SPECIAL_TOKENS if token not in specials
+                                      and tokenizer.token_to_id(token) is not None],
     }
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -73,13 +80,14 @@ def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
         )
 
 
-def save_tokenizer_dir(tokenizer: Tokenizer, output_dir: Path, *, fingerprint: str, overwrite: bool) -> None:
+def save_tokenizer_dir(tokenizer: Tokenizer, output_dir: Path, *, fingerprint: str, overwrite: bool,
+                       specials: tuple[str | None, str, str | None] = (BOS, EOS, PAD)) -> None:
     """Save a standalone tokenizer directory atomically (temporary sibling, then rename)."""
     check_output_dir(output_dir, overwrite=overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        write_tokenizer_files(tokenizer, staging, fingerprint=fingerprint)
+        write_tokenizer_files(tokenizer, staging, fingerprint=fingerprint, specials=specials)
         _replace_dir(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

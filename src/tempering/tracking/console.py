@@ -18,7 +18,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# Off a terminal (log files, CI, SLURM .out) a message stays on one line, whatever its length.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160,
+                  soft_wrap=not sys.stderr.isatty())
 # Tables piped to a file keep all their columns instead of rich's 80-column default.
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 

@@ -8,16 +8,17 @@ keeps its own tokenizer copy with `chat_template` set, and every checkpoint carr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.io import Checkpoint, load_checkpoint
 from tempering.checkpoint.resolution import resolve_source_checkpoint
-from tempering.config.presets import Architecture
 from tempering.config.schema import Config
 from tempering.data.chat import (
     ChatTemplate,
@@ -27,74 +28,52 @@ from tempering.data.chat import (
 )
 from tempering.data.packing import split_documents
 from tempering.errors import UserError
-from tempering.models import DecoderLM, build_model
-from tempering.models.hf import from_hf_config, to_hf_config
 from tempering.tokenizer import TokenizerBundle, load_tokenizer
 from tempering.tracking.console import console
-from tempering.training.device import pick_device
+from tempering.training.assembly import Assembly, ModelSource, assemble, source_from_checkpoint
+from tempering.training.objective import Objective
 from tempering.training.run_dir import prepare_run_dir
 
 
 @dataclass
 class ChatStart:
-    """The loaded starting point of a chat stage."""
+    """The loaded starting point of a chat stage (the model itself is built by the assembly)."""
 
     source: Checkpoint
-    arch: Architecture  # after any vocabulary growth
-    tokenizer: TokenizerBundle
+    model_source: ModelSource
+    tokenizer: TokenizerBundle  # with any tokens the template needs added
     template: ChatTemplate
-    model: DecoderLM
 
 
 def load_chat_start(config: Config, cli_checkpoint: str | None) -> ChatStart:
-    """Resolve the source checkpoint, its tokenizer and the template; build the model from its weights."""
+    """Resolve the source checkpoint, its family and architecture, its tokenizer and the template."""
     source_path, origin = resolve_source_checkpoint(config, cli_checkpoint)
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
-    arch = from_hf_config(source.hf_config, where=str(source.path / "config.json"))
+    model_source = source_from_checkpoint(source, config.model)
     tokenizer = load_tokenizer(config.tokenizer.path or source.tokenizer_dir or "")
     template = get_template(config.sft.template, tokenizer.path)
     missing = [t for t in required_special_tokens(template) if tokenizer.tokenizer.token_to_id(t) is None]
     if missing:
-        tokenizer.tokenizer.add_special_tokens(missing)
-        tokenizer = TokenizerBundle.from_tokenizer(tokenizer.tokenizer, tokenizer.path)
+        tokenizer = tokenizer.with_special_tokens(missing)
         console.print(f"template {template.name} needs {', '.join(missing)}, which the tokenizer lacked: added")
-    model = build_model(arch, dropout=config.model.dropout)
-    model.load_exported_state_dict(source.load_weights())
-    if tokenizer.vocab_size > arch.vocab_size:
-        console.print(f"resizing the embeddings from {arch.vocab_size} to {tokenizer.vocab_size} tokens "
-                      "(new rows start at the mean embedding)")
-        model = grow_vocabulary(model, tokenizer.vocab_size, dropout=config.model.dropout)
-        arch = model.arch
-    if config.data.seq_len > arch.max_seq_len:
-        raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({arch.max_seq_len})")
-    return ChatStart(source, arch, tokenizer, template, model)
+    context = model_source.family.context_length(model_source.arch)
+    if context is not None and config.data.seq_len > context:
+        raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({context})")
+    return ChatStart(source, model_source, tokenizer, template)
 
 
-@torch.no_grad()
-def grow_vocabulary(model: DecoderLM, vocab_size: int, *, dropout: float = 0.0) -> DecoderLM:
-    """A copy of `model` with `vocab_size` embedding (and head) rows; new rows are the mean of the old."""
-    old = model.arch.vocab_size
-    grown = build_model(model.arch.with_overrides(vocab_size=vocab_size), dropout=dropout)
-    state = model.export_state_dict()
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        if name in state:
-            weight = state[name]
-            state[name] = torch.cat([weight, weight.mean(0, keepdim=True).expand(vocab_size - old, -1)])
-    grown.load_exported_state_dict(state)
-    return grown
+def assemble_chat(config: Config, start: ChatStart, objective: Objective | Callable[[nn.Module], Objective],
+                  device: torch.device) -> Assembly:
+    """The one assembly, with the embeddings grown to the run tokenizer's vocabulary when it gained tokens."""
+    return assemble(config, start.model_source, objective, device=device, vocab_size=start.tokenizer.vocab_size)
 
 
-def start_chat_run(config: Config, start: ChatStart, *, restart: bool) -> tuple[Path, Path, torch.device]:
-    """Open the run dir (nothing is written before this), write its tokenizer, place the model."""
+def start_chat_run(config: Config, start: ChatStart, *, restart: bool) -> tuple[Path, Path]:
+    """Open the run dir (nothing is written before this) and write its tokenizer; return both paths."""
     run_dir = prepare_run_dir(config, restart=restart)
     recover_interrupted_saves(run_dir)
-    tokenizer_dir = write_run_tokenizer(start, run_dir)
-    device = pick_device(config.training.device)
-    torch.manual_seed(config.run.seed)
-    start.model.to(device)
-    start.model.gradient_checkpointing = config.training.gradient_checkpointing
-    return run_dir, tokenizer_dir, device
+    return run_dir, write_run_tokenizer(start, run_dir)
 
 
 def write_run_tokenizer(start: ChatStart, run_dir: Path) -> Path:
@@ -105,11 +84,10 @@ def write_run_tokenizer(start: ChatStart, run_dir: Path) -> Path:
     return directory
 
 
-def hf_config_for(start: ChatStart, config: Config) -> dict:
-    """The HF config.json of the trained model."""
-    tok = start.tokenizer
-    return to_hf_config(start.arch, dropout=config.model.dropout, bos_id=tok.bos_id, eos_id=tok.eos_id,
-                        pad_id=tok.pad_id)
+def chat_checkpoint_configs(assembly: Assembly, start: ChatStart, config: Config) -> tuple[dict, dict | None]:
+    """config.json and generation_config.json: generation stops at EOS and at the template's end of turn."""
+    end_of_turn = start.tokenizer.tokenizer.token_to_id(start.template.end_of_turn)
+    return assembly.checkpoint_configs(start.tokenizer, config, () if end_of_turn is None else (end_of_turn,))
 
 
 def split_items(items: list, val_split: float, seed: int) -> tuple[list, list]:
@@ -119,8 +97,8 @@ def split_items(items: list, val_split: float, seed: int) -> tuple[list, list]:
         [x for x, keep in zip(items, val_mask, strict=True) if keep]
 
 
-def chat_meta(start: ChatStart, config: Config) -> dict:
+def chat_meta(start: ChatStart, config: Config, assembly: Assembly) -> dict:
     """Checkpoint meta shared by chat stages."""
     return {"tokenizer_fingerprint": start.tokenizer.fingerprint, "source_checkpoint": str(start.source.path),
-            "post_training": True, "chat_template": start.template.name, "preset": start.source.meta.get("preset"),
-            "seq_len": config.data.seq_len}
+            "post_training": True, "chat_template": start.template.name, "seq_len": config.data.seq_len,
+            **assembly.checkpoint_meta()}

@@ -6,6 +6,7 @@ import copy
 from functools import partial
 
 import torch
+from torch import nn
 
 from tempering.checkpoint.model_loading import load_model
 from tempering.checkpoint.resolution import record_run
@@ -15,21 +16,20 @@ from tempering.errors import UserError
 from tempering.tracking.console import console
 from tempering.training.chat_setup import (
     ChatStart,
+    assemble_chat,
+    chat_checkpoint_configs,
     chat_meta,
-    hf_config_for,
     load_chat_start,
     split_items,
     start_chat_run,
 )
-from tempering.training.device import autocast
+from tempering.training.device import autocast, pick_device
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
-from tempering.training.optim import build_optimizer
 from tempering.training.preference import (
+    Dpo,
     PreferenceBatches,
     check_dpo_settings,
-    count_pairs,
-    dpo_objective,
     precompute_reference_logps,
 )
 
@@ -68,35 +68,42 @@ def run_dpo(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
     total_steps, length_reason = count_total_steps(
         config.training, batches.batches_per_epoch, samples_per_batch=config.training.batch_size,
         tokens_per_batch=None)
-    run_dir, tokenizer_dir, device = start_chat_run(config, start, restart=restart)
-    policy = start.model
-    reference = _reference_model(config, start, device)
+    device = pick_device(config.training.device)
     val_set = PairEvalSet(val_pairs, offset=len(train_pairs), pad_id=pad_id, max_len=config.data.seq_len)
-    objective = partial(dpo_objective, beta=dpo.beta, loss_type=dpo.loss_type, label_smoothing=dpo.label_smoothing)
-    if dpo.precompute_ref:
-        amp = partial(autocast, device, config.training.precision)
-        chosen, rejected = precompute_reference_logps(reference, batches, device=device, autocast=amp)
-        if val_pairs:
-            val_chosen, val_rejected = precompute_reference_logps(reference, val_set.batches(config.training.batch_size),
-                                                                  device=device, autocast=amp)
-            chosen, rejected = torch.cat([chosen, val_chosen]), torch.cat([rejected, val_rejected])
-        del reference  # the point of precomputing: the reference no longer takes memory
-        objective = partial(objective, ref_logps=(chosen, rejected))
-        console.print(f"reference log-probs precomputed for {len(chosen)} pairs; reference model freed")
-    else:
-        objective = partial(objective, ref_model=reference)
+    assembly = assemble_chat(config, start, partial(_dpo_objective, config, batches, val_set, device), device)
+    run_dir, tokenizer_dir = start_chat_run(config, start, restart=restart)
     console.print(f"dpo: {len(train_pairs)} training pairs, {len(val_pairs)} validation; beta {dpo.beta}, "
                   f"loss {dpo.loss_type}; {total_steps} steps")
+    hf_config, generation_config = chat_checkpoint_configs(assembly, start, config)
     setup = TrainingSetup(
-        config=config, run_dir=run_dir, model=policy, optimizer=build_optimizer(policy, config.training),
-        objective=objective, count_units=count_pairs, train_batches=batches,
+        config=config, run_dir=run_dir, assembly=assembly, train_batches=batches,
         val_sets={"val": [val_set]} if val_pairs else {}, device=device, total_steps=total_steps,
-        length_reason=length_reason, hf_config=hf_config_for(start, config), tokenizer_dir=tokenizer_dir,
-        meta={**chat_meta(start, config), "beta": dpo.beta, "loss_type": dpo.loss_type,
+        length_reason=length_reason, hf_config=hf_config, generation_config=generation_config,
+        tokenizer_dir=tokenizer_dir,
+        meta={**chat_meta(start, config, assembly), "beta": dpo.beta, "loss_type": dpo.loss_type,
               "reference": dpo.ref_checkpoint or "initial policy"})
     summary = train(setup)
     record_run(config, run_dir, summary)
     return summary
+
+
+def _dpo_objective(config: Config, batches: PreferenceBatches, val_set: PairEvalSet, device: torch.device,
+                   policy: nn.Module) -> Dpo:
+    """DPO against a live frozen reference, or against its log-probs computed once (the reference then freed)."""
+    dpo = config.dpo
+    settings = {"beta": dpo.beta, "loss_type": dpo.loss_type, "label_smoothing": dpo.label_smoothing}
+    reference = _reference_model(config, policy, device)
+    if not dpo.precompute_ref:
+        return Dpo(**settings, ref_model=reference)
+    amp = partial(autocast, device, config.training.precision)
+    chosen, rejected = precompute_reference_logps(reference, batches, device=device, autocast=amp)
+    if val_set.pairs:
+        val_chosen, val_rejected = precompute_reference_logps(reference, val_set.batches(config.training.batch_size),
+                                                              device=device, autocast=amp)
+        chosen, rejected = torch.cat([chosen, val_chosen]), torch.cat([rejected, val_rejected])
+    del reference  # the point of precomputing: the reference no longer takes memory
+    console.print(f"reference log-probs precomputed for {len(chosen)} pairs; reference model freed")
+    return Dpo(**settings, ref_logps=(chosen, rejected))
 
 
 def _pairs(config: Config, start: ChatStart) -> tuple[list, list]:
@@ -123,15 +130,17 @@ def _render_pairs(datasets: list[DatasetConfig], start: ChatStart, config: Confi
     return pairs
 
 
-def _reference_model(config: Config, start: ChatStart, device: torch.device):
+def _reference_model(config: Config, policy: nn.Module, device: torch.device) -> nn.Module:
     """A frozen reference: an explicit checkpoint, or a copy of the initial policy."""
     if config.dpo.ref_checkpoint:
-        reference = load_model(config.dpo.ref_checkpoint, device=device).model
-        if reference.arch.vocab_size != start.arch.vocab_size:
-            raise UserError(f"dpo.ref_checkpoint {config.dpo.ref_checkpoint} has a vocabulary of "
-                            f"{reference.arch.vocab_size}, the policy {start.arch.vocab_size}")
+        loaded = load_model(config.dpo.ref_checkpoint, device=device)
+        theirs, ours = loaded.family.vocab_size(loaded.arch), policy.arch.vocab_size
+        if theirs != ours:
+            raise UserError(f"dpo.ref_checkpoint {config.dpo.ref_checkpoint} has a vocabulary of {theirs}, "
+                            f"the policy {ours}")
+        reference = loaded.model
     else:
-        reference = copy.deepcopy(start.model)
+        reference = copy.deepcopy(policy)
     reference.eval()
     for parameter in reference.parameters():
         parameter.requires_grad_(False)

@@ -1,10 +1,13 @@
 """The one training loop every stage shares (pretrain, post-train, SFT, DPO).
 
-`train(setup)` reads top to bottom: resume, then per optimizer step — learning rate,
-micro-batches, forward, loss normalised by the supervised units (tokens, or pairs for
-DPO) of the whole optimizer step, backward, clip, a finiteness check that rolls back to
-the last good state, step — then log, evaluate, save, stop. Stages differ only in the
-`TrainingSetup` they assemble (objective, data, model, starting state).
+`train(setup)` reads top to bottom: resume, then per optimizer step — what trains (progressive
+unfreezing), learning rate, micro-batches, forward, loss normalised by the objective's
+supervised units (tokens, pairs, ...) of the whole optimizer step, backward, clip, a
+finiteness check that rolls back to the last good state, step — then log, evaluate (the
+objective's best metric picks best/ and drives early stopping), save, stop. Stages differ
+only in the `TrainingSetup` they hand over (the assembly of model, optimizer and objective;
+data; starting state). The loop never names a model family: checkpoints get the family's
+config.json, generation_config.json and meta from the setup.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,20 +33,17 @@ from tempering.checkpoint.resolution import cache_file_path
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
 from tempering.errors import UserError
-from tempering.evaluation.perplexity import evaluate_loss
 from tempering.tracking.console import console
 from tempering.tracking.metrics import MetricsLog, truncate_after_step
 from tempering.tracking.progress import TrainingProgress
 from tempering.training.adamw import AdamW
+from tempering.training.assembly import Assembly
 from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
-from tempering.training.objectives import Objective
+from tempering.training.objective import NumpyBatch, Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
 from tempering.training.run_dir import write_json_atomic
-
-# A batch as the data side hands it over: arrays (None when unused, e.g. no document mask),
-# plus optionally "num_tokens" (an int) when the loss unit is not the token (DPO: pairs).
-NumpyBatch = dict[str, np.ndarray | int | None]
+from tempering.training.validation import evaluate
 
 
 @dataclass
@@ -54,8 +53,9 @@ class TrainState:
     step: int = 0  # optimizer steps done
     micro_batch: int = 0  # global index of the next micro-batch to read
     tokens_seen: int = 0
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # validation loss at best_step
     best_step: int | None = None
+    best_value: float | None = None  # the objective's best metric at best_step (the loss, F1, WER, ...)
     evals_without_improvement: int = 0
     last_val: dict = field(default_factory=dict)
     first_val: dict = field(default_factory=dict)
@@ -65,29 +65,50 @@ class TrainState:
     nan_injected: bool = False
 
 
+    @classmethod
+    def from_saved(cls, saved: dict, objective: Objective) -> TrainState:
+        """Restore counters from trainer_state.pt (checkpoints older than best_value kept only the loss)."""
+        state = cls(**saved)
+        if state.best_value is None and objective.best_metric.name == "loss":
+            state.best_value = state.best_val_loss
+        return state
+
+
 @dataclass
 class TrainingSetup:
-    """Everything `train` needs, assembled by a stage (see `training/pretrain.py`)."""
+    """Everything `train` needs, handed over by a stage (see `training/pretrain.py`)."""
 
     config: Config
     run_dir: Path
-    model: nn.Module
-    optimizer: AdamW
-    objective: Objective
-    count_units: Callable[[NumpyBatch], int]  # supervised tokens (or pairs) in a batch
+    assembly: Assembly  # model, optimizer, objective and trainable rules (training/assembly.py)
     train_batches: object  # .batch(micro_batch) -> NumpyBatch, .batches_per_epoch
     val_sets: dict[str, list]  # split ("val", "val:new", ...) -> sets with .eval_batches(batch_size)
     device: torch.device
     total_steps: int
     length_reason: str  # why training ends when it runs to total_steps: max_steps, epochs, ...
-    hf_config: dict
+    hf_config: dict  # every checkpoint's config.json
     tokenizer_dir: Path | None
-    meta: dict  # extra checkpoint meta: tokenizer_fingerprint, source_checkpoint, post_training, ...
-    best_split: str = "val"  # the val split whose loss drives best/ and early stopping
+    meta: dict  # extra checkpoint meta: tokenizer_fingerprint, source_checkpoint, post_training, family, ...
+    generation_config: dict | None = None  # every checkpoint's generation_config.json (families that generate)
+    best_split: str = "val"  # the val split whose best metric drives best/ and early stopping
     initial_state: TrainState = field(default_factory=TrainState)  # post-training starts at the source's step
     schedule_offset: int = 0  # steps of the LR schedule already behind this run (a continued scheduler)
-    update_trainable: Callable[[int], None] | None = None  # progressive unfreezing, called every step
     static_shapes: bool = False  # every micro-batch has the same shapes (training.compile=auto may compile)
+
+    @property
+    def model(self) -> nn.Module:
+        """The model being trained."""
+        return self.assembly.model
+
+    @property
+    def optimizer(self) -> AdamW:
+        """The run's AdamW."""
+        return self.assembly.optimizer
+
+    @property
+    def objective(self) -> Objective:
+        """The run's objective."""
+        return self.assembly.objective
 
 
 def train(setup: TrainingSetup) -> dict:
@@ -126,22 +147,25 @@ def train(setup: TrainingSetup) -> dict:
     if not state.first_val and setup.val_sets:
         state.first_val = state.last_val = _evaluate(setup, amp)
         console.print("before training: " + _val_line(state.first_val))
-        _write_val(metrics, state, batches_per_epoch)
+        _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
     model.train()
     with TrainingProgress(setup.total_steps, state.step) as progress:
         while state.step < setup.total_steps:
             if state.micro_batch in state.skipped_micro_batches:  # a window that produced NaN: never again
                 state.micro_batch += accumulation
                 continue
-            if setup.update_trainable is not None:
-                setup.update_trainable(state.step)
+            if setup.assembly.update_trainable is not None:  # unfreezing counts this run's own steps
+                opened = setup.assembly.update_trainable(state.step - setup.initial_state.step)
+                if opened:  # logged as the first optimizer step that trains them
+                    metrics.write({"event": "unfreeze", "step": state.step + 1, "parameters": opened})
+                    progress.print(f"step {state.step + 1}: unfreezing {opened}")
             lr = _learning_rate(setup, state.step)
             set_learning_rate(optimizer, lr)
 
             # One optimizer step: each micro-batch's summed loss is divided by the supervised
             # units of the whole step, so the gradient equals that of one big batch.
             batches = [setup.train_batches.batch(state.micro_batch + i) for i in range(accumulation)]
-            num_units = sum(setup.count_units(batch) for batch in batches)
+            num_units = sum(setup.objective.count_units(batch) for batch in batches)
             inject_nan = setup.config.debug.inject_nan_at_step == state.step + 1 and not state.nan_injected
             step_loss_sum, extras = accumulate_gradients(model, step_loss, [_to_device(b, device) for b in batches],
                                                          num_units, amp, inject_nan=inject_nan)
@@ -170,7 +194,7 @@ def train(setup: TrainingSetup) -> dict:
 
             # Log: the only host synchronisation of a healthy step besides the finiteness check.
             if state.step % cfg.log_steps == 0 or state.step == setup.total_steps or epoch_ended:
-                record = window.record(state, lr, grad_norm, batches_per_epoch, started)
+                record = window.record(state, lr, grad_norm, batches_per_epoch, started, setup.objective.perplexity)
                 metrics.write(record)
                 progress.show(loss=record["loss"], tokens_per_s=record["tokens_per_s"])
 
@@ -182,14 +206,15 @@ def train(setup: TrainingSetup) -> dict:
                 eval_started = time.perf_counter()
                 state.last_val = _evaluate(setup, amp)
                 window.start += time.perf_counter() - eval_started  # tokens/s counts training time only
-                _write_val(metrics, state, batches_per_epoch)
-                improved = _track_best(state, setup.best_split)
+                _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
+                improved = _track_best(state, setup.best_split, setup.objective)
                 progress.print(f"step {state.step}: " + _val_line(state.last_val) + ("  ★ new best" if improved else ""))
                 if improved:
                     save("best", state)
             if epoch_ended:
                 train_loss = (epoch_loss / max(epoch_units, 1)).item()
-                progress.print(_epoch_line(epoch_before + 1, train_loss, state.last_val if evaluated else {}, improved))
+                progress.print(_epoch_line(epoch_before + 1, train_loss, state.last_val if evaluated else {}, improved,
+                                            setup.objective.perplexity))
                 epoch_loss.zero_()
                 epoch_units = 0
 
@@ -224,12 +249,13 @@ def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: 
     extras: dict[str, torch.Tensor] = {}
     for batch in micro_batches:
         with amp():
-            loss_sum, _, *rest = objective(model, batch)
+            result = objective(model, batch)
+        loss_sum = result.loss_sum
         if inject_nan:  # debug.inject_nan_at_step: poison this step once
             loss_sum = loss_sum * float("nan")
         (loss_sum / num_units).backward()
         step_loss_sum += loss_sum.detach().double()
-        for name, value in (rest[0] if rest else {}).items():  # sums over units, like the loss
+        for name, value in result.metrics.items():  # sums over units, like the loss
             extras[name] = extras.get(name, 0) + value.detach().double() / num_units
     return step_loss_sum, extras
 
@@ -254,13 +280,15 @@ class _Window:
             self.extras[name] = self.extras.get(name, 0) + value
 
     def record(self, state: TrainState, lr: float, grad_norm: torch.Tensor, batches_per_epoch: int,
-               started: float) -> dict:
+               started: float, perplexity: bool) -> dict:
         now = time.perf_counter()
         loss = (self.loss / max(self.units, 1)).item()
         record = {"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4), "split": "train",
-                  "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": lr, "grad_norm": grad_norm.item(),
-                  "tokens_per_s": self.tokens / max(now - self.start, 1e-9), "tokens_seen": state.tokens_seen,
-                  "time_s": round(now - started, 3)}
+                  "loss": loss}
+        if perplexity:
+            record["ppl"] = math.exp(min(loss, 50.0))
+        record.update({"lr": lr, "grad_norm": grad_norm.item(), "tokens_per_s": self.tokens / max(now - self.start, 1e-9),
+                       "tokens_seen": state.tokens_seen, "time_s": round(now - started, 3)})
         record.update({name: (value / self.steps).item() for name, value in self.extras.items()})
         self._reset()
         return record
@@ -295,7 +323,7 @@ def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     trainer_state = checkpoint.load_trainer_state()
     setup.optimizer.load_state_dict(trainer_state["optimizer"])
     restore_rng_state(trainer_state["rng"])
-    return TrainState(**trainer_state["train_state"])
+    return TrainState.from_saved(trainer_state["train_state"], setup.objective)
 
 
 def _snapshot(setup: TrainingSetup, state: TrainState) -> dict:
@@ -351,22 +379,24 @@ def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsL
 
 def _evaluate(setup: TrainingSetup, amp) -> dict[str, dict]:
     cfg = setup.config.training
-    return {split: evaluate_loss(setup.model, sets, setup.objective, batch_size=cfg.batch_size,
-                                 device=setup.device, max_batches=cfg.eval_max_batches, autocast=amp)
+    return {split: evaluate(setup.model, sets, setup.objective, batch_size=cfg.batch_size,
+                            device=setup.device, max_batches=cfg.eval_max_batches, autocast=amp)
             for split, sets in setup.val_sets.items()}
 
 
-def _write_val(metrics: MetricsLog, state: TrainState, batches_per_epoch: int) -> None:
-    """One metrics record per validation split."""
+def _write_val(metrics: MetricsLog, state: TrainState, batches_per_epoch: int, unit: str) -> None:
+    """One metrics record per validation split (the unit count stays out: it is not a metric)."""
     for split, values in state.last_val.items():
         metrics.write({"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4),
-                       "split": split, **{k: v for k, v in values.items() if k != "tokens"}})
+                       "split": split, **{k: v for k, v in values.items() if k != unit}})
 
 
-def _track_best(state: TrainState, split: str) -> bool:
-    loss = state.last_val[split]["loss"]
-    if state.best_val_loss is None or loss < state.best_val_loss:
-        state.best_val_loss, state.best_step = loss, state.step
+def _track_best(state: TrainState, split: str, objective: Objective) -> bool:
+    """Record a new best when the objective's best metric improves; count evaluations without one."""
+    values = state.last_val[split]
+    value = values[objective.best_metric.name]
+    if objective.best_metric.improves(value, state.best_value):
+        state.best_value, state.best_val_loss, state.best_step = value, values["loss"], state.step
         state.evals_without_improvement = 0
         return True
     state.evals_without_improvement += 1
@@ -379,13 +409,14 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog,
     val = state.last_val.get(setup.best_split, {})
     meta = {**setup.meta, "step": state.step,
             "epoch": round(state.micro_batch / setup.train_batches.batches_per_epoch, 4),
-            "val_loss": val.get("loss"), "val_ppl": val.get("ppl"), "model_type": "llama",
+            "val_loss": val.get("loss"), "val_ppl": val.get("ppl"),
             "stage": setup.config.stage, "learning_rate": setup.config.training.learning_rate}
     trainer_state = {"optimizer": setup.optimizer.state_dict(),
                      "scheduler": {"step": state.step - setup.initial_state.step + setup.schedule_offset},
                      "scaler": {}, "rng": capture_rng_state(), "train_state": dataclasses.asdict(state)}
     payload = dict(weights=setup.model.export_state_dict(), hf_config=setup.hf_config, meta=meta,
-                   trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir)
+                   trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir,
+                   generation_config=setup.generation_config)
     if setup.config.debug.kill_during_save_at_step == state.step:
         payload["on_partial_write"] = lambda: os.kill(os.getpid(), signal.SIGKILL)
     if kind == "periodic":
@@ -397,17 +428,23 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog,
 
 
 def _val_line(val: dict) -> str:
-    return " | ".join(f"{split} loss {values['loss']:.4f} ppl {values['ppl']:.2f}" for split, values in val.items())
+    return " | ".join(f"{split} loss {values['loss']:.4f}" + (f" ppl {values['ppl']:.2f}" if "ppl" in values else "")
+                      for split, values in val.items())
 
 
-def _epoch_line(epoch: int, train_loss: float, val: dict, improved: bool) -> str:
-    line = f"epoch {epoch}: train loss {train_loss:.4f} ppl {math.exp(min(train_loss, 50.0)):.2f}"
+def _epoch_line(epoch: int, train_loss: float, val: dict, improved: bool, perplexity: bool) -> str:
+    line = f"epoch {epoch}: train loss {train_loss:.4f}"
+    if perplexity:
+        line += f" ppl {math.exp(min(train_loss, 50.0)):.2f}"
     return line + (" | " + _val_line(val) if val else "") + ("  ★ new best" if improved else "")
 
 
 def _summary(setup: TrainingSetup, state: TrainState, stop_reason: str) -> dict:
+    best = setup.objective.best_metric
+    has_ppl = setup.objective.perplexity and state.best_val_loss is not None
     return {"stop_reason": stop_reason, "final_step": state.step, "total_steps": setup.total_steps,
-            "best_step": state.best_step, "best_split": setup.best_split, "best_val_loss": state.best_val_loss,
-            "best_val_ppl": math.exp(min(state.best_val_loss, 50.0)) if state.best_val_loss is not None else None,
+            "best_step": state.best_step, "best_split": setup.best_split, "best_metric": best.name,
+            "best_metric_mode": best.mode, "best_value": state.best_value, "best_val_loss": state.best_val_loss,
+            "best_val_ppl": math.exp(min(state.best_val_loss, 50.0)) if has_ppl else None,
             "val_at_start": state.first_val, "val_at_end": state.last_val, "recoveries": state.recoveries,
             "tokens_seen": state.tokens_seen, "wall_time_s": round(state.elapsed_s, 3)}

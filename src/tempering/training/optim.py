@@ -11,15 +11,16 @@ import math
 from torch import nn
 
 from tempering.config.schema import TrainingConfig
+from tempering.models.family import ParameterLayout
 from tempering.training.adamw import AdamW
 from tempering.training.trainable import build_param_groups
 
 
-def build_optimizer(model: nn.Module, training: TrainingConfig) -> AdamW:
+def build_optimizer(model: nn.Module, training: TrainingConfig, layout: ParameterLayout) -> AdamW:
     """AdamW over the trainable parameters, grouped by weight decay and LR scale (see trainable.py)."""
-    groups = build_param_groups(model, training)
+    groups = build_param_groups(model, training, layout)
     return AdamW(groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2),
-                             eps=training.adam_eps)
+                 eps=training.adam_eps)
 
 
 def learning_rate_at(step: int, total_steps: int, training: TrainingConfig) -> float:

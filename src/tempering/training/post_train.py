@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.io import Checkpoint, load_checkpoint, read_meta
 from tempering.checkpoint.paths import is_checkpoint_dir
@@ -20,30 +18,17 @@ from tempering.checkpoint.resolution import (
     validate_source_checkpoint,
 )
 from tempering.config import load_config
-from tempering.config.presets import Architecture
 from tempering.config.schema import Config
 from tempering.data.datasets import build_lm_data, is_shard_dir, make_batches
 from tempering.errors import UserError
-from tempering.models import build_model
-from tempering.models.hf import from_hf_config, to_hf_config
 from tempering.tokenizer import load_tokenizer
-from tempering.tracking.console import console, print_table
+from tempering.tracking.console import console
+from tempering.training.assembly import assemble, source_from_checkpoint
+from tempering.training.causal_lm import CausalLM
 from tempering.training.device import pick_device
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, TrainState, train
-from tempering.training.objectives import OBJECTIVES, count_window_tokens
-from tempering.training.optim import build_optimizer
 from tempering.training.run_dir import prepare_run_dir
-from tempering.training.trainable import (
-    TRAINABLE_COLUMNS,
-    apply_requires_grad,
-    build_param_groups,
-    describe_trainable,
-    frozen_by_config,
-)
-
-ARCHITECTURE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len",
-                     "rope_theta", "tie_embeddings")
 
 
 def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart: bool = False) -> dict:
@@ -51,70 +36,46 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     source_path, origin = resolve_source_checkpoint(config, cli_checkpoint)
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
-    arch = from_hf_config(source.hf_config, where=str(source.path / "config.json"))
-    check_model_config(config, arch, source)
+    model_source = source_from_checkpoint(source, config.model)
+    family, arch = model_source.family, model_source.arch
     tokenizer = load_tokenizer(config.tokenizer.path or source.tokenizer_dir or "")
     if source.meta.get("tokenizer_fingerprint") not in (None, tokenizer.fingerprint):
         raise UserError(f"tokenizer {tokenizer.path} (fingerprint {tokenizer.fingerprint}) is not the one "
                         f"{source.path} was trained with ({source.meta['tokenizer_fingerprint']})")
-    train_batches, val_sets = build_post_train_data(config, tokenizer, arch.vocab_size, source)
+    train_batches, val_sets = build_post_train_data(config, tokenizer, family.vocab_size(arch), source)
     if config.checkpoint.validate:
         validate_source_checkpoint(source.path, data_fingerprints=_fingerprints(config))
-    if config.data.seq_len > arch.max_seq_len:
-        raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({arch.max_seq_len})")
+    context = family.context_length(arch)
+    if context is not None and config.data.seq_len > context:
+        raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({context})")
     _check_reset_step(config, source, restart)
+    device = pick_device(config.training.device)
+    assembly = assemble(config, model_source, CausalLM(), device=device)
+    initial_state, schedule_offset = _carry_over_state(config, source, assembly.optimizer)
+    _report_learning_rate(config, source)
     run_dir = prepare_run_dir(config, restart=restart)
     recover_interrupted_saves(run_dir)
-
-    device = pick_device(config.training.device)
-    torch.manual_seed(config.run.seed)
-    model = build_model(arch, dropout=config.model.dropout)
-    model.load_exported_state_dict(source.load_weights())
-    model.to(device)
-    model.gradient_checkpointing = config.training.gradient_checkpointing
-    frozen = frozen_by_config(model, config.training)
-    apply_requires_grad(model, frozen, config.training, 0)
-    optimizer = build_optimizer(model, config.training)
-    initial_state, schedule_offset = _carry_over_state(config, source, optimizer)
-    print_table("trainable parameters", TRAINABLE_COLUMNS,
-                describe_trainable(model, build_param_groups(model, config.training),
-                                   config.training.learning_rate, frozen), to_stdout=False)
-    _report_learning_rate(config, source)
 
     new_steps, length_reason = count_total_steps(
         config.training, train_batches.batches_per_epoch, samples_per_batch=config.training.batch_size,
         tokens_per_batch=config.training.batch_size * config.data.seq_len)
     resets = {name: getattr(config.checkpoint, f"reset_{name}") for name in ("optimizer", "scheduler", "step")}
-    unfreezing = config.training.unfreeze_top_blocks is not None
+    hf_config, generation_config = assembly.checkpoint_configs(tokenizer, config)
     setup = TrainingSetup(
-        config=config, run_dir=run_dir, model=model, optimizer=optimizer, objective=OBJECTIVES["clm"], static_shapes=True,
-        count_units=count_window_tokens, train_batches=train_batches, val_sets=val_sets, device=device,
+        config=config, run_dir=run_dir, assembly=assembly, static_shapes=True,
+        train_batches=train_batches, val_sets=val_sets, device=device,
         total_steps=initial_state.step + new_steps, length_reason=length_reason,
-        hf_config=to_hf_config(arch, dropout=config.model.dropout, bos_id=tokenizer.bos_id,
-                               eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id),
+        hf_config=hf_config, generation_config=generation_config,
         tokenizer_dir=Path(tokenizer.path) if tokenizer.path else None,
         meta={"tokenizer_fingerprint": tokenizer.fingerprint, "source_checkpoint": str(source.path),
               "post_training": True, "strategy": config.data.strategy, "reset": resets,
-              "preset": source.meta.get("preset"), "seq_len": config.data.seq_len},
+              "seq_len": config.data.seq_len, **assembly.checkpoint_meta()},
         best_split=f"val:{config.training.best_metric}" if f"val:{config.training.best_metric}" in val_sets
         else next(iter(val_sets), "val"),
-        initial_state=initial_state, schedule_offset=schedule_offset,
-        update_trainable=(lambda step: apply_requires_grad(model, frozen, config.training, step)) if unfreezing else None)
+        initial_state=initial_state, schedule_offset=schedule_offset)
     summary = train(setup)
     record_run(config, run_dir, summary)
     return summary
-
-
-def check_model_config(config: Config, arch: Architecture, source: Checkpoint) -> None:
-    """The architecture comes from the checkpoint: explicit model.* keys must agree with it."""
-    explicit = config.model.model_fields_set
-    differing = [f"model.{key} ({getattr(config.model, key)} ≠ {getattr(arch, key)})"
-                 for key in ARCHITECTURE_KEYS if key in explicit and getattr(config.model, key) != getattr(arch, key)]
-    if "preset" in explicit and source.meta.get("preset") not in (None, config.model.preset):
-        differing.append(f"model.preset ({config.model.preset} ≠ {source.meta['preset']})")
-    if differing:
-        raise UserError(f"the config disagrees with the architecture of {source.path}: {', '.join(differing)}; "
-                        "drop these keys (post-training keeps the source's architecture)")
 
 
 def build_post_train_data(config: Config, tokenizer, vocab_size: int, source: Checkpoint):
@@ -159,6 +120,10 @@ def _source_run_validation(source: Checkpoint, tokenizer, vocab_size: int):
 def _carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[TrainState, int]:
     """Load the source's optimizer / schedule position / step unless reset; print what happened."""
     resets = config.checkpoint
+    if source.meta.get("imported_from") and not source.has_trainer_state:
+        console.print(f"post-training state — {source.path} was imported from Hugging Face: fresh optimizer, "
+                      "schedule and step counter")
+        return TrainState(step=0), 0
     needs_state = not (resets.reset_optimizer and resets.reset_scheduler and resets.reset_step)
     trainer_state = None
     if needs_state:

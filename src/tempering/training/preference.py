@@ -1,4 +1,4 @@
-"""Objectives on rendered chat examples: the SFT loss and DPO (with its batches and reference).
+"""The DPO objective on rendered preference pairs, with its batches and reference log-probs.
 
 DPO compares, per preference pair, how much more the policy than the reference
 prefers the chosen response: h = (log pi(c) - log pi(r)) - (log ref(c) - log ref(r)),
@@ -24,17 +24,11 @@ from torch.utils.checkpoint import checkpoint
 from tempering.data.example_batches import IGNORE_INDEX, TokenizedExample, pad_examples
 from tempering.data.packing import plan_epoch
 from tempering.errors import UserError
-from tempering.models.chunked_loss import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
+from tempering.models.chunked_loss import DEFAULT_CHUNK_SIZE
+from tempering.training.objective import BestMetric, LossResult, NumpyBatch, Objective
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 TensorBatch = dict[str, "torch.Tensor | None"]
-
-
-def sft_loss(model: nn.Module, batch: TensorBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over the trained tokens of an `ExampleBatches` batch, and their count."""
-    hidden = model.hidden_states(batch["input_ids"], position_ids=batch.get("position_ids"),
-                                 document_ids=batch.get("document_ids"))  # (B, T, D)
-    return chunked_cross_entropy(hidden, model.lm_head.weight, batch["labels"])
 
 
 class PreferenceBatches:
@@ -78,11 +72,6 @@ class PreferenceBatches:
         input_ids, labels = pad_examples(rows, pad_id=self.pad_id, max_len=self.max_len)
         return {"input_ids": input_ids, "labels": labels, "pair_index": pair_index.astype(np.int64),
                 "num_tokens": int(sum(len(row.input_ids) for row in rows))}
-
-
-def count_pairs(batch: dict) -> int:
-    """Pairs in a preference batch: DPO's normalisation unit."""
-    return len(batch["pair_index"])
 
 
 def sequence_logps(model: nn.Module, batch: TensorBatch, *,
@@ -162,32 +151,48 @@ def _pair_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
             "logps/chosen": policy_chosen.detach(), "logps/rejected": policy_rejected.detach()}
 
 
-def dpo_objective(model: nn.Module, batch: TensorBatch, *, beta: float, loss_type: str = "sigmoid",
-                  label_smoothing: float = 0.0, ref_model: nn.Module | None = None,
-                  ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
-    """Return (DPO loss summed over the batch's pairs, number of pairs, metrics summed over pairs).
+class Dpo(Objective):
+    """DPO (or IPO / hinge) loss per preference pair against a frozen reference.
 
     The reference is either `ref_logps` — (chosen, rejected) tables over all pairs from
     `precompute_reference_logps`, looked up by `batch["pair_index"]` — or `ref_model`
-    (frozen, in eval mode), run here without gradients. Divide loss and metrics by the pairs of the whole step.
+    (frozen, in eval mode), run here without gradients. Loss and metrics are summed over
+    pairs; the loop divides by the pairs of the whole step. Validation keeps the lowest loss.
     """
-    num_pairs = batch["pair_index"].shape[0]
-    logps, _ = sequence_logps(model, batch)  # (2B,)
-    if ref_logps is not None:
-        index = batch["pair_index"].to(ref_logps[0].device)
-        ref_chosen, ref_rejected = (table[index].to(logps.device, logps.dtype) for table in ref_logps)
-    elif ref_model is not None:
-        with torch.no_grad():
-            ref, _ = sequence_logps(ref_model, batch)
-        ref_chosen, ref_rejected = ref[:num_pairs], ref[num_pairs:]
-    else:
-        raise ValueError("dpo_objective needs ref_logps or ref_model")
-    policy_chosen, policy_rejected = logps[:num_pairs], logps[num_pairs:]
-    losses = _pair_losses(policy_chosen, policy_rejected, ref_chosen.detach(), ref_rejected.detach(),
-                          beta=beta, loss_type=loss_type, label_smoothing=label_smoothing)
-    metrics = _pair_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
-    return losses.sum(), num_pairs, {name: values.sum() for name, values in metrics.items()}
+
+    name = "dpo"
+    unit = "pairs"
+    perplexity = False
+    best_metric = BestMetric("loss", "min")
+
+    def __init__(self, *, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+                 ref_model: nn.Module | None = None, ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None):
+        check_dpo_settings(beta, loss_type, label_smoothing)
+        if (ref_model is None) == (ref_logps is None):
+            raise ValueError("Dpo needs exactly one of ref_logps or ref_model")
+        self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
+        self.ref_model, self.ref_logps = ref_model, ref_logps
+
+    def __call__(self, model: nn.Module, batch: TensorBatch) -> LossResult:
+        """Summed pair losses, the number of pairs, and reward/log-prob metrics summed over pairs."""
+        num_pairs = batch["pair_index"].shape[0]
+        logps, _ = sequence_logps(model, batch)  # (2B,)
+        if self.ref_logps is not None:
+            index = batch["pair_index"].to(self.ref_logps[0].device)
+            ref_chosen, ref_rejected = (table[index].to(logps.device, logps.dtype) for table in self.ref_logps)
+        else:
+            with torch.no_grad():
+                ref, _ = sequence_logps(self.ref_model, batch)
+            ref_chosen, ref_rejected = ref[:num_pairs], ref[num_pairs:]
+        policy_chosen, policy_rejected = logps[:num_pairs], logps[num_pairs:]
+        losses = _pair_losses(policy_chosen, policy_rejected, ref_chosen.detach(), ref_rejected.detach(),
+                              beta=self.beta, loss_type=self.loss_type, label_smoothing=self.label_smoothing)
+        metrics = _pair_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.beta)
+        return LossResult(losses.sum(), num_pairs, {name: values.sum() for name, values in metrics.items()})
+
+    def count_units(self, batch: NumpyBatch) -> int:
+        """Pairs in a preference batch: DPO's normalisation unit."""
+        return len(batch["pair_index"])
 
 
 @torch.no_grad()
@@ -197,7 +202,7 @@ def precompute_reference_logps(ref_model: nn.Module, batches: PreferenceBatches,
                                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the reference once over every pair; return (chosen, rejected) fp32 CPU tables indexed by pair.
 
-    After this the reference model can be dropped; pass the tables as `dpo_objective(ref_logps=...)`.
+    After this the reference model can be dropped; pass the tables as `Dpo(ref_logps=...)`.
     """
     was_training = ref_model.training
     ref_model.eval()

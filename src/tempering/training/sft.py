@@ -8,24 +8,24 @@ from tempering.data.chat import RenderedExample, load_conversations, render_conv
 from tempering.data.example_batches import (
     LOW_FILL,
     ExampleBatches,
-    count_trained_tokens,
     packed_row_length,
     packing_stats,
 )
 from tempering.errors import UserError
 from tempering.tracking.console import console
+from tempering.training.causal_lm import ChatSft
 from tempering.training.chat_setup import (
     ChatStart,
+    assemble_chat,
+    chat_checkpoint_configs,
     chat_meta,
-    hf_config_for,
     load_chat_start,
     split_items,
     start_chat_run,
 )
+from tempering.training.device import pick_device
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
-from tempering.training.optim import build_optimizer
-from tempering.training.preference import sft_loss
 
 
 class ExampleEvalSet:
@@ -88,8 +88,9 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
         tokens_per_batch=trained_tokens / batches.batches_per_epoch if packing else None)
     if packing and config.sft.pack_length is None:
         _suggest_longer_rows(config, batches)
-    run_dir, tokenizer_dir, device = start_chat_run(config, start, restart=restart)
-    model = start.model
+    device = pick_device(config.training.device)
+    assembly = assemble_chat(config, start, ChatSft(), device)
+    run_dir, tokenizer_dir = start_chat_run(config, start, restart=restart)
     val_sets = {"val": [ExampleEvalSet(val_examples, seq_len=seq_len, packing=packing, pad_id=pad_id,
                                        row_len=row_len)]} if val_examples else {}
     console.print(f"sft: {len(train_examples)} training examples ({trained_tokens:,} trained tokens), "
@@ -97,11 +98,11 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
                   f"{f'packed into rows of {row_len}' if packing else 'padded'}, "
                   f"{batches.batches_per_epoch} batches per epoch; "
                   f"{total_steps} steps")
+    hf_config, generation_config = chat_checkpoint_configs(assembly, start, config)
     setup = TrainingSetup(
-        config=config, run_dir=run_dir, model=model, optimizer=build_optimizer(model, config.training),
-        objective=sft_loss, count_units=count_trained_tokens, train_batches=batches, val_sets=val_sets,
-        device=device, total_steps=total_steps, length_reason=length_reason,
-        hf_config=hf_config_for(start, config), tokenizer_dir=tokenizer_dir, meta=chat_meta(start, config))
+        config=config, run_dir=run_dir, assembly=assembly, train_batches=batches, val_sets=val_sets,
+        device=device, total_steps=total_steps, length_reason=length_reason, hf_config=hf_config,
+        generation_config=generation_config, tokenizer_dir=tokenizer_dir, meta=chat_meta(start, config, assembly))
     summary = train(setup)
     record_run(config, run_dir, summary)
     return summary

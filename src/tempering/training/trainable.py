@@ -1,11 +1,12 @@
-"""What trains when fine-tuning: frozen parameters, per-group learning rates, progressive unfreezing.
+"""What trains: frozen parameters, per-group learning rates, progressive unfreezing — for every stage and family.
 
-Parameters are addressed by their Hugging Face Llama names (`model.embed_tokens.weight`,
-`model.layers.{i}.*`, `model.norm.weight`, `lm_head.weight`). A pattern is an fnmatch
-pattern on those names; a pattern that names a module (`model.embed_tokens`,
+Parameters are addressed by their names (for the llama family, Hugging Face Llama's:
+`model.embed_tokens.weight`, `model.layers.{i}.*`, `model.norm.weight`, `lm_head.weight`).
+Which names are the embeddings, the blocks, the final norm and the head is the model
+family's `ParameterLayout`; nothing here names a family's tensors. A pattern is an
+fnmatch pattern on names; a pattern that names a module (`model.embed_tokens`,
 `model.layers.3`) also covers everything inside it. A tensor shared by two names (tied
-embeddings) is one parameter, reported under its first name, `model.embed_tokens.weight`,
-and matched by either name.
+embeddings) is one parameter, reported under its first name and matched by either name.
 
 Permanently frozen parameters are left out of the optimizer; parameters waiting for
 progressive unfreezing stay in it with requires_grad False, so AdamW, which skips
@@ -14,53 +15,49 @@ parameters whose grad is None, keeps no state for them until they train.
 
 from __future__ import annotations
 
-import re
 from fnmatch import fnmatchcase
 
 from torch import nn
 
 from tempering.config.schema import TrainingConfig
 from tempering.errors import UserError
+from tempering.models.family import ParameterLayout
 
-EMBEDDING = "model.embed_tokens.weight"
-FINAL_NORM = "model.norm.weight"
-HEAD = "lm_head.weight"
 TRAINABLE_COLUMNS = ["group", "tensors", "parameters", "lr", "weight decay"]
 
-_BLOCK = re.compile(r"model\.layers\.(\d+)\.")
 
-
-def frozen_by_config(model: nn.Module, training: TrainingConfig) -> set[str]:
+def frozen_by_config(model: nn.Module, training: TrainingConfig, layout: ParameterLayout) -> set[str]:
     """Return the parameter names that `freeze`, `freeze_first_blocks` and `train_only_head` freeze for good.
 
     With tied embeddings the output head IS the embedding matrix: `train_only_head`
-    then trains model.embed_tokens.weight too, and freezing the embeddings (by pattern
-    or `freeze_first_blocks`) freezes the head as well.
+    then trains the embedding too, and freezing the embeddings (by pattern or
+    `freeze_first_blocks`) freezes the head as well.
     """
     aliases = _aliases(model)
-    num_blocks = _num_blocks(model)
+    num_blocks = _num_blocks(aliases, layout)
     frozen: set[str] = set()
     for pattern in training.freeze:
         matched = {name for name, names in aliases.items() if _matches_any(pattern, names)}
         if not matched:
             raise UserError(f"training.freeze pattern {pattern!r} matches no parameter "
-                            f"(names look like {_examples(aliases)})")
+                            f"(names look like {_examples(aliases, layout)})")
         frozen |= matched
     if training.freeze_first_blocks:
         if training.freeze_first_blocks > num_blocks:
             raise UserError(f"training.freeze_first_blocks is {training.freeze_first_blocks}, but the "
                             f"model has only {num_blocks} blocks")
-        frozen |= {name for name in aliases if name == EMBEDDING
-                   or _block_index(name) in range(training.freeze_first_blocks)}
+        frozen |= {name for name in aliases if name in layout.embeddings
+                   or layout.block_index(name) in range(training.freeze_first_blocks)}
     if training.train_only_head:
-        frozen |= {name for name, names in aliases.items() if not {HEAD, FINAL_NORM} & set(names)}
+        trained = {*layout.head, *layout.final_norm}
+        frozen |= {name for name, names in aliases.items() if not trained & set(names)}
     if frozen == set(aliases):
         raise UserError("training.freeze, freeze_first_blocks and train_only_head together freeze every "
                         "parameter; leave something to train")
     return frozen
 
 
-def build_param_groups(model: nn.Module, training: TrainingConfig) -> list[dict]:
+def build_param_groups(model: nn.Module, training: TrainingConfig, layout: ParameterLayout) -> list[dict]:
     """Return AdamW param groups (params, weight_decay, lr_scale, lr, name) for every parameter not frozen for good.
 
     A parameter's lr_scale comes from the first `lr_groups` pattern it matches (that
@@ -70,19 +67,19 @@ def build_param_groups(model: nn.Module, training: TrainingConfig) -> list[dict]
     share a group; `set_learning_rate` sets each group's lr to the schedule's times lr_scale.
     """
     aliases = _aliases(model)
-    lr_patterns = _lr_group_scales(training, aliases)
-    frozen = frozen_by_config(model, training)
-    num_blocks = _num_blocks(model)
+    lr_patterns = _lr_group_scales(training, aliases, layout)
+    frozen = frozen_by_config(model, training, layout)
+    num_blocks = _num_blocks(aliases, layout)
     groups: dict[tuple[float, float], dict] = {}
     for name, param in model.named_parameters():
         if name in frozen:
             continue
-        decays = training.decay_norms_and_embeddings or (param.ndim >= 2 and "embed_tokens" not in name)
+        decays = training.decay_norms_and_embeddings or (param.ndim >= 2 and name not in layout.embeddings)
         weight_decay = training.weight_decay if decays else 0.0
         lr_scale = next((scale for pattern, scale in lr_patterns if _matches_any(pattern, aliases[name])),
                         None)
         if lr_scale is None:
-            lr_scale = _layer_decay_scale(name, training.layer_lr_decay, num_blocks)
+            lr_scale = _layer_decay_scale(name, training.layer_lr_decay, num_blocks, layout)
         group = groups.setdefault((weight_decay, lr_scale), {
             "params": [], "weight_decay": weight_decay, "lr_scale": lr_scale,
             "lr": training.learning_rate * lr_scale, "members": []})
@@ -90,30 +87,38 @@ def build_param_groups(model: nn.Module, training: TrainingConfig) -> list[dict]
         group["members"].append(name)
     for group in groups.values():
         members = group.pop("members")
-        group["name"] = f"{_describe_members(members)} ({'decay' if group['weight_decay'] else 'no decay'})"
+        group["name"] = f"{_describe_members(members, layout)} ({'decay' if group['weight_decay'] else 'no decay'})"
     return list(groups.values())
 
 
-def apply_requires_grad(model: nn.Module, frozen: set[str], training: TrainingConfig, step: int) -> list[str]:
-    """Set requires_grad for optimizer step `step` and return the names trainable now.
+def trainable_at(model: nn.Module, frozen: set[str], training: TrainingConfig, step: int,
+                 layout: ParameterLayout) -> list[str]:
+    """The parameter names that train at optimizer step `step` (a pure function of the step).
 
     Progressive unfreezing (`unfreeze_top_blocks` K, `unfreeze_every_steps` S) trains the
-    top min(n_layers, K + step // S) blocks plus final norm and head; the embeddings
+    top min(n_blocks, K + step // S) blocks plus final norm and head; the embeddings
     join once every block trains. A tied embedding is the head, so it trains from the start.
     """
-    num_open = _num_open_blocks(training, _num_blocks(model), step)
-    first_open = _num_blocks(model) - num_open
-    trainable = []
-    for name, names in _aliases(model).items():
-        param = model.get_parameter(name)
-        if name in frozen:
-            param.requires_grad_(False)
-            continue
-        opens = any(_opens(alias, first_open) for alias in names)
-        param.requires_grad_(opens)
-        if opens:
-            trainable.append(name)
+    aliases = _aliases(model)
+    num_blocks = _num_blocks(aliases, layout)
+    first_open = num_blocks - _num_open_blocks(training, num_blocks, step)
+    return [name for name, names in aliases.items()
+            if name not in frozen and any(_opens(alias, first_open, layout) for alias in names)]
+
+
+def apply_requires_grad(model: nn.Module, frozen: set[str], training: TrainingConfig, step: int,
+                        layout: ParameterLayout) -> list[str]:
+    """Set requires_grad for optimizer step `step` (see `trainable_at`) and return the names trainable now."""
+    trainable = trainable_at(model, frozen, training, step, layout)
+    wanted = set(trainable)
+    for name in _aliases(model):
+        model.get_parameter(name).requires_grad_(name in wanted)
     return trainable
+
+
+def describe_parameters(names: list[str], layout: ParameterLayout) -> str:
+    """Name a set of parameters by their parts: 'embed_tokens, layers.0-3, norm'."""
+    return _describe_members(names, layout)
 
 
 def describe_trainable(model: nn.Module, groups: list[dict], learning_rate: float, frozen: set[str]) -> list[list]:
@@ -140,7 +145,8 @@ def _matches_any(pattern: str, names: list[str]) -> bool:
     return any(fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*") for name in names)
 
 
-def _lr_group_scales(training: TrainingConfig, aliases: dict[str, list[str]]) -> list[tuple[str, float]]:
+def _lr_group_scales(training: TrainingConfig, aliases: dict[str, list[str]],
+                     layout: ParameterLayout) -> list[tuple[str, float]]:
     """Turn lr_groups (pattern → LR) into (pattern, LR / learning_rate), checking each pattern matches."""
     if training.lr_groups and training.learning_rate <= 0:
         raise UserError("training.lr_groups needs training.learning_rate above 0 (group LRs are scaled with it)")
@@ -148,18 +154,18 @@ def _lr_group_scales(training: TrainingConfig, aliases: dict[str, list[str]]) ->
     for pattern, lr in training.lr_groups.items():
         if not any(_matches_any(pattern, names) for names in aliases.values()):
             raise UserError(f"training.lr_groups pattern {pattern!r} matches no parameter "
-                            f"(names look like {_examples(aliases)})")
+                            f"(names look like {_examples(aliases, layout)})")
         scales.append((pattern, lr / training.learning_rate))
     return scales
 
 
-def _layer_decay_scale(name: str, decay: float | None, num_blocks: int) -> float:
+def _layer_decay_scale(name: str, decay: float | None, num_blocks: int, layout: ParameterLayout) -> float:
     """LR scale of one parameter under layer-wise LR decay (1.0 without it)."""
     if decay is None:
         return 1.0
-    if name == EMBEDDING:
+    if name in layout.embeddings:
         return decay ** (num_blocks + 1)
-    index = _block_index(name)
+    index = layout.block_index(name)
     return 1.0 if index is None else decay ** (num_blocks - index)
 
 
@@ -174,31 +180,26 @@ def _num_open_blocks(training: TrainingConfig, num_blocks: int, step: int) -> in
     return min(num_blocks, top + (step // every if every else 0))
 
 
-def _opens(name: str, first_open_block: int) -> bool:
+def _opens(name: str, first_open_block: int, layout: ParameterLayout) -> bool:
     """Tell whether a parameter name trains when blocks from `first_open_block` up train."""
-    if name == EMBEDDING:
+    if name in layout.embeddings:
         return first_open_block == 0
-    index = _block_index(name)
+    index = layout.block_index(name)
     return index is None or index >= first_open_block
 
 
-def _block_index(name: str) -> int | None:
-    """The decoder block a parameter belongs to, or None (embeddings, final norm, head)."""
-    match = _BLOCK.match(name)
-    return int(match.group(1)) if match else None
+def _num_blocks(aliases: dict[str, list[str]], layout: ParameterLayout) -> int:
+    """Number of blocks: one more than the highest block index among the parameter names."""
+    indices = [layout.block_index(name) for name in aliases]
+    return max((index for index in indices if index is not None), default=-1) + 1
 
 
-def _num_blocks(model: nn.Module) -> int:
-    """Number of decoder blocks."""
-    return len(model.model.layers)
-
-
-def _describe_members(names: list[str]) -> str:
+def _describe_members(names: list[str], layout: ParameterLayout) -> str:
     """Name a group by its parts, in model order: 'embed_tokens, layers.0-3, norm'."""
     parts: list[str] = []
     blocks: list[int] = []
     for name in names:
-        index = _block_index(name)
+        index = layout.block_index(name)
         if index is not None:
             blocks.append(index)
             part = "layers"
@@ -218,8 +219,8 @@ def _block_span(blocks: list[int]) -> str:
     return "layers." + ",".join(map(str, blocks))
 
 
-def _examples(aliases: dict[str, list[str]]) -> str:
+def _examples(aliases: dict[str, list[str]], layout: ParameterLayout) -> str:
     """A few real parameter names, for error messages."""
     names = list(aliases)
-    picks = [names[0], *(n for n in names if _block_index(n) == 0)][:2] + names[-1:]
+    picks = [names[0], *(n for n in names if layout.block_index(n) == 0)][:2] + names[-1:]
     return ", ".join(dict.fromkeys(picks))

@@ -22,11 +22,12 @@ from tempering.checkpoint.resolution import (
     resolve_source_checkpoint,
     validate_source_checkpoint,
 )
-from tempering.config.presets import Architecture
 from tempering.config.schema import Config
 from tempering.errors import UserError
-from tempering.models import build_model
-from tempering.models.hf import to_hf_config
+from tempering.models.family import SpecialTokenIds
+from tempering.models.llama.architecture import Architecture
+from tempering.models.llama.hf_config import to_hf_config
+from tempering.models.llama.model import build_model
 from tempering.tokenizer import EOS, PAD, tokenizer_fingerprint
 
 ARCH = Architecture(vocab_size=16, d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=16, max_seq_len=16)
@@ -47,7 +48,7 @@ def make_checkpoint():
              arch: Architecture = ARCH, weights_arch: Architecture | None = None) -> Path:
         folder.mkdir(parents=True)
         save_file(weights_of(weights_arch or arch), str(folder / "model.safetensors"))
-        hf_config = to_hf_config(arch, bos_id=None, eos_id=0, pad_id=1)
+        hf_config = to_hf_config(arch, special=SpecialTokenIds(bos_id=None, eos_ids=(0,), pad_id=1))
         (folder / "config.json").write_text(json.dumps(hf_config))
         vocab = {EOS: 0, PAD: 1, **{word: index + 2 for index, word in enumerate(words)}}
         tokenizer = Tokenizer(WordLevel(vocab, unk_token=PAD))

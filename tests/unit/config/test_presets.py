@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tempering.config.presets import PRESETS, count_parameters, get_preset
 from tempering.errors import UserError
+from tempering.models.llama.architecture import PRESETS, count_parameters
+from tempering.models.registry import find_preset
 
 
 def test_tiny_parameter_count_matches_a_hand_count():
@@ -37,7 +38,7 @@ def test_required_presets_and_sizes():
 
 def test_unknown_preset_suggests_a_name():
     with pytest.raises(UserError, match="unknown preset 'nanoo' — did you mean nano"):
-        get_preset("nanoo")
+        find_preset("nanoo")
 
 
 def test_inconsistent_dimensions_are_rejected():

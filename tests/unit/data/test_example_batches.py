@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tempering.config.presets import PRESETS
 from tempering.data.example_batches import (
     ExampleBatches,
     count_trained_tokens,
@@ -18,8 +17,9 @@ from tempering.data.example_batches import (
     packing_stats,
 )
 from tempering.errors import UserError
-from tempering.models import build_model
-from tempering.training.preference import sft_loss
+from tempering.models.llama.architecture import PRESETS
+from tempering.models.llama.model import build_model
+from tempering.training.causal_lm import ChatSft
 
 PAD = 0
 
@@ -212,7 +212,7 @@ def only(batch, keep: np.ndarray):
 
 def loss_and_grads(model, batch):
     model.zero_grad(set_to_none=True)
-    loss_sum, num_tokens = sft_loss(model, to_torch(batch))
+    loss_sum, num_tokens, _ = ChatSft()(model, to_torch(batch))
     loss_sum.backward()
     return loss_sum.detach(), int(num_tokens), {n: p.grad.clone() for n, p in model.named_parameters()}
 
@@ -248,8 +248,8 @@ def test_without_the_document_mask_packing_would_change_the_loss(model):
     alone = ExampleBatches([example], seq_len=64, batch_size=1, seed=0).batch(0)
     leaky = {**only(packed, later), "document_ids": None, "position_ids": None}
     with torch.no_grad():
-        leaky_loss, _ = sft_loss(model, to_torch(leaky))
-        alone_loss, _ = sft_loss(model, to_torch(alone))
+        leaky_loss = ChatSft()(model, to_torch(leaky)).loss_sum
+        alone_loss = ChatSft()(model, to_torch(alone)).loss_sum
     assert abs(leaky_loss.item() - alone_loss.item()) > 1e-3
 
 

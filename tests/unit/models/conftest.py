@@ -2,7 +2,7 @@
 
 import pytest
 
-from tempering.config.presets import Architecture
+from tempering.models.llama.architecture import Architecture
 
 
 @pytest.fixture

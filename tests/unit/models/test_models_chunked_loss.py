@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tempering.models import chunked_cross_entropy
+from tempering.models.chunked_loss import chunked_cross_entropy
 
 
 def _inputs(num_rows=50, width=32, vocab=300, seed=0):

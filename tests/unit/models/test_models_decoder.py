@@ -3,9 +3,13 @@
 import pytest
 import torch
 
-from tempering.models import DecoderLM, needs_document_mask, positions_from_documents
 from tempering.models import layers as layers_module
-from tempering.models.llama import document_attention_bias
+from tempering.models.llama.model import (
+    DecoderLM,
+    document_attention_bias,
+    needs_document_mask,
+    positions_from_documents,
+)
 
 
 def _model(arch, seed=0):

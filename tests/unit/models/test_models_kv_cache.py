@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tempering.models import DecoderLM
+from tempering.models.llama.model import DecoderLM
 
 
 def _greedy(model, prompt, num_new_tokens, use_cache):

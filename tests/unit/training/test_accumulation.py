@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from tempering.config.presets import PRESETS
-from tempering.models import build_model
+from tempering.models.llama.architecture import PRESETS
+from tempering.models.llama.model import build_model
+from tempering.training.causal_lm import CausalLM
 from tempering.training.loop import accumulate_gradients
-from tempering.training.objectives import causal_lm_loss, count_window_tokens
 
 
 def gradients(model, micro_batches):
     model.zero_grad(set_to_none=True)
     batches = [{"tokens": tokens} for tokens in micro_batches]
-    num_tokens = sum(count_window_tokens({"tokens": tokens.numpy()}) for tokens in micro_batches)
-    loss_sum, _ = accumulate_gradients(model, causal_lm_loss, batches, num_tokens)
+    objective = CausalLM()
+    num_tokens = sum(objective.count_units({"tokens": tokens.numpy()}) for tokens in micro_batches)
+    loss_sum, _ = accumulate_gradients(model, objective, batches, num_tokens)
     return loss_sum, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 

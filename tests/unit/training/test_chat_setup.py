@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from tempering.config.presets import PRESETS
 from tempering.data.sample_chat import build_chat_rows
 from tempering.data.sample_corpus import StdlibFile
-from tempering.models import build_model
-from tempering.training.chat_setup import grow_vocabulary
+from tempering.models.llama.architecture import PRESETS
+from tempering.models.llama.model import build_model, grow_vocabulary
 
 
 def test_growing_keeps_old_rows_and_starts_new_rows_at_the_mean():

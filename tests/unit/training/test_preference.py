@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from tempering.config.presets import PRESETS
 from tempering.errors import UserError
-from tempering.models import build_model
+from tempering.models.llama.architecture import PRESETS
+from tempering.models.llama.model import build_model
 from tempering.training.preference import (
+    Dpo,
     PreferenceBatches,
-    count_pairs,
     dpo_loss,
-    dpo_objective,
     precompute_reference_logps,
     sequence_logps,
 )
@@ -122,7 +121,7 @@ def test_preference_batches_are_chosen_then_rejected_and_reproducible():
     seen = []
     for g in range(3):
         batch = batches.batch(g)
-        num = count_pairs(batch)
+        num = len(batch["pair_index"])
         assert batch["input_ids"].shape[0] == 2 * num and batch["input_ids"].shape[1] % 8 == 0
         for row, pair in enumerate(batch["pair_index"]):
             for side in (0, 1):
@@ -197,9 +196,9 @@ def test_precomputed_reference_equals_the_live_reference(model):
     assert tables[0].shape == (7,) and not torch.isnan(torch.stack(tables)).any()
     for g in (batches.batches_per_epoch + 1, 0):  # a batch of epoch 1 has other pairs and padding
         batch = to_torch(batches.batch(g))
-        live = dpo_objective(policy, batch, beta=0.1, ref_model=reference)
-        stored = dpo_objective(policy, batch, beta=0.1, ref_logps=tables)
-        assert live[1] == stored[1] == count_pairs(batch)
+        live = Dpo(beta=0.1, ref_model=reference)(policy, batch)
+        stored = Dpo(beta=0.1, ref_logps=tables)(policy, batch)
+        assert live[1] == stored[1] == Dpo(beta=0.1, ref_model=reference).count_units(batch) == len(batch["pair_index"])
         torch.testing.assert_close(stored[0], live[0], rtol=0, atol=1e-6)
         for name in live[2]:
             torch.testing.assert_close(stored[2][name], live[2][name], rtol=0, atol=1e-5, msg=name)
@@ -210,7 +209,7 @@ def test_objective_sums_over_pairs_and_matches_dpo_loss(model):
     policy = build_model(PRESETS["tiny"].with_overrides(vocab_size=256))
     batch = to_torch(PreferenceBatches(make_pairs(4, seed=5), batch_size=4, seed=0, pad_id=PAD).batch(0))
     model.zero_grad(set_to_none=True)
-    loss_sum, num_pairs, metric_sums = dpo_objective(policy, batch, beta=0.2, loss_type="ipo", ref_model=model)
+    loss_sum, num_pairs, metric_sums = Dpo(beta=0.2, loss_type="ipo", ref_model=model)(policy, batch)
     with torch.no_grad():
         policy_logps, _ = sequence_logps(policy, batch)
         ref_logps, _ = sequence_logps(model, batch)
@@ -231,8 +230,7 @@ def test_a_few_dpo_steps_prefer_the_chosen_responses(model):
     tables = precompute_reference_logps(model, batches)
     optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
     for step in range(6):
-        loss_sum, num_pairs, metrics = dpo_objective(policy, to_torch(batches.batch(step)), beta=0.5,
-                                                     ref_logps=tables)
+        loss_sum, num_pairs, metrics = Dpo(beta=0.5, ref_logps=tables)(policy, to_torch(batches.batch(step)))
         if step == 0:
             assert metrics["rewards/margins"].item() == pytest.approx(0.0, abs=1e-4)  # policy == reference
         optimizer.zero_grad()

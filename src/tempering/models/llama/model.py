@@ -1,4 +1,4 @@
-"""The Llama-style decoder LM, with Hugging Face `LlamaForCausalLM` parameter names.
+"""The Llama-style decoder LM, with Hugging Face `LlamaForCausalLM` parameter names (and Qwen2/Qwen3's extras).
 
 Packed sequences: pass `document_ids` (B, T); a document is a contiguous run of
 equal ids. Each token then attends only to earlier tokens of its own document, and
@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tempering.config.presets import Architecture
 from tempering.models.layers import (
     Attention,
     KVCache,
@@ -27,6 +26,7 @@ from tempering.models.layers import (
     residual_std,
     rotary_tables,
 )
+from tempering.models.llama.architecture import Architecture
 
 INIT_STD = 0.02
 
@@ -69,7 +69,9 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, arch: Architecture, dropout: float):
         super().__init__()
-        self.self_attn = Attention(arch.d_model, arch.n_heads, arch.n_kv_heads, dropout)
+        self.self_attn = Attention(arch.d_model, arch.n_heads, arch.n_kv_heads, dropout, head_dim=arch.head_dim,
+                                   bias=arch.attention_bias, out_bias=arch.attention_out_bias,
+                                   qk_norm_eps=arch.norm_eps if arch.qk_norm else None)
         self.mlp = SwiGLU(arch.d_model, arch.d_ff)
         self.input_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
         self.post_attention_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
@@ -100,7 +102,7 @@ class DecoderBackbone(nn.Module):
 
 
 class DecoderLM(nn.Module):
-    """Llama-style decoder LM; `state_dict()` keys equal HF `LlamaForCausalLM`'s."""
+    """Llama-style decoder LM; `state_dict()` keys equal those of the HF class of `arch.hf_model_type`."""
 
     def __init__(self, arch: Architecture, dropout: float = 0.0):
         super().__init__()
@@ -125,6 +127,8 @@ class DecoderLM(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         out_std = residual_std(INIT_STD, self.arch.n_layers)
@@ -217,3 +221,18 @@ class DecoderLM(nn.Module):
 def build_model(arch: Architecture, dropout: float = 0.0) -> DecoderLM:
     """Build a freshly initialised decoder LM for `arch`."""
     return DecoderLM(arch, dropout=dropout)
+
+
+@torch.no_grad()
+def grow_vocabulary(model: DecoderLM, vocab_size: int, *, dropout: float = 0.0) -> DecoderLM:
+    """A copy of `model` with `vocab_size` embedding (and head) rows; new rows are the mean of the old."""
+    old = model.arch.vocab_size
+    grown = build_model(model.arch.with_overrides(vocab_size=vocab_size), dropout=dropout)
+    state = model.export_state_dict()
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        if name in state:
+            weight = state[name]
+            state[name] = torch.cat([weight, weight.mean(0, keepdim=True).expand(vocab_size - old, -1)])
+    grown.load_exported_state_dict(state)
+    grown.gradient_checkpointing = model.gradient_checkpointing
+    return grown.to(model.model.embed_tokens.weight.device)

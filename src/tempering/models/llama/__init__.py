@@ -1,0 +1,96 @@
+"""The `llama` family: a Llama-style decoder LM, which also reads Mistral, Qwen2 and Qwen3 checkpoints.
+
+This package's `__init__` is the family declaration (torch-free); the model itself is in
+`model.py` and is imported only when a model is built.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tempering.errors import UserError
+from tempering.models.family import ModelFamily, ParameterLayout, SpecialTokenIds
+from tempering.models.llama import hf_config
+from tempering.models.llama.architecture import (
+    HF_MODEL_TYPES,
+    PRESETS,
+    Architecture,
+    count_non_embedding_parameters,
+    count_parameters,
+    expected_tensors,
+)
+
+
+class LlamaFamily(ModelFamily):
+    """Decoder-only causal LMs with Hugging Face Llama parameter names."""
+
+    name = "llama"
+    hf_model_types = HF_MODEL_TYPES
+    layout = ParameterLayout(embeddings=("model.embed_tokens.weight",), head=("lm_head.weight",),
+                             final_norm=("model.norm.weight",), block_pattern=re.compile(r"model\.layers\.(\d+)\."))
+    presets = PRESETS
+
+    def model_type(self, arch: Architecture) -> str:
+        """llama, or the variant an imported checkpoint came as (mistral, qwen2, qwen3)."""
+        return arch.hf_model_type
+
+    def architecture(self, preset: str, overrides: dict[str, Any]) -> Architecture:
+        """The preset's architecture with the non-None overrides applied, checked."""
+        unknown = sorted(set(overrides) - set(Architecture.__dataclass_fields__))
+        if unknown:
+            raise UserError(f"model.{unknown[0]} is not a dimension of the {self.name} family")
+        arch = PRESETS[preset].with_overrides(**overrides)
+        arch.check()
+        return arch
+
+    def build(self, arch: Architecture, *, dropout: float = 0.0):
+        """A freshly initialised DecoderLM."""
+        from tempering.models.llama.model import DecoderLM
+
+        return DecoderLM(arch, dropout=dropout)
+
+    def to_hf_config(self, arch: Architecture, *, dropout: float, special: SpecialTokenIds) -> dict:
+        """config.json for LlamaForCausalLM (or the variant's class)."""
+        return hf_config.to_hf_config(arch, dropout=dropout, special=special)
+
+    def from_hf_config(self, config: dict, *, where: str | None = None) -> Architecture:
+        """The Architecture of a Llama / Mistral / Qwen2 / Qwen3 config.json."""
+        return hf_config.from_hf_config(config, where=where)
+
+    def count_parameters(self, arch: Architecture) -> int:
+        """Parameters of the model, a tied head once."""
+        return count_parameters(arch)
+
+    def count_non_embedding_parameters(self, arch: Architecture) -> int:
+        """Parameters outside the embedding and the head."""
+        return count_non_embedding_parameters(arch)
+
+    def expected_tensors(self, arch: Architecture) -> dict[str, tuple[int, ...]]:
+        """Every tensor a checkpoint holds, by name and shape."""
+        return expected_tensors(arch)
+
+    def optional_tensors(self, arch: Architecture) -> dict[str, tuple[int, ...]]:
+        """Some exporters write a tied head as its own tensor."""
+        return {"lm_head.weight": (arch.vocab_size, arch.d_model)} if arch.tie_embeddings else {}
+
+    def resize_vocabulary(self, model, vocab_size: int, *, dropout: float = 0.0):
+        """Grow the embedding and head to `vocab_size` rows, new rows at the mean embedding."""
+        from tempering.models.llama.model import grow_vocabulary
+
+        return grow_vocabulary(model, vocab_size, dropout=dropout)
+
+    def generation_config(self, special: SpecialTokenIds) -> dict:
+        """generation_config.json: stop at every end token (EOS and, after chat tuning, end of turn)."""
+        eos = list(dict.fromkeys(special.eos_ids))
+        return {"bos_token_id": special.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos,
+                "pad_token_id": special.pad_id}
+
+    def summary(self, arch: Architecture) -> dict[str, Any]:
+        """Columns of `temper presets`."""
+        return {"vocab": arch.vocab_size, "d_model": arch.d_model, "layers": arch.n_layers, "heads": arch.n_heads,
+                "kv heads": arch.n_kv_heads, "d_ff": arch.d_ff, "context": arch.max_seq_len,
+                "rope θ": f"{arch.rope_theta:g}", "tied": "yes" if arch.tie_embeddings else "no"}
+
+
+LLAMA = LlamaFamily()

@@ -1,0 +1,65 @@
+"""The objective contract: what every training objective returns and declares.
+
+An objective turns (model, batch) into a `LossResult` — the loss *summed* over the
+batch's supervised units, how many units that is, and extra metrics summed over the same
+units — so the loop divides once by the units of the whole optimizer step and gradient
+accumulation never averages means. It declares its unit (tokens, pairs, frames, labels),
+whether perplexity means anything for it, and the validation metric that picks `best/`
+and drives early stopping, with its direction (lowest loss, highest F1, lowest WER).
+Adding an objective is one module with an `Objective` subclass plus a line in
+`training/objectives.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+# A batch as the data side hands it over: arrays (None when unused, e.g. no document mask),
+# plus optionally "num_tokens" (an int) when the loss unit is not the token (DPO: pairs).
+NumpyBatch = dict[str, "np.ndarray | int | None"]
+TensorBatch = dict[str, torch.Tensor]
+
+
+class LossResult(NamedTuple):
+    """One batch's loss: summed over its supervised units, their count, and extra metrics summed alike."""
+
+    loss_sum: torch.Tensor  # 0-dim
+    num_units: torch.Tensor | int
+    metrics: dict[str, torch.Tensor] = {}  # never mutated: a shared empty default is safe
+
+
+@dataclass(frozen=True)
+class BestMetric:
+    """The validation metric that picks best/ and drives early stopping, and which way is better."""
+
+    name: str = "loss"
+    mode: Literal["min", "max"] = "min"
+
+    def improves(self, value: float, best: float | None) -> bool:
+        """Whether `value` is strictly better than the best so far (None: nothing yet)."""
+        if best is None:
+            return not math.isnan(value)
+        return value < best if self.mode == "min" else value > best
+
+
+class Objective:
+    """Base class of training objectives; subclasses set the class attributes and implement `__call__`."""
+
+    name: ClassVar[str]
+    unit: ClassVar[str]  # what a supervised unit is: "tokens", "pairs", "frames", "labels"
+    perplexity: ClassVar[bool]  # whether exp(loss) is a perplexity worth reporting
+    best_metric: BestMetric = BestMetric()
+
+    def __call__(self, model: nn.Module, batch: TensorBatch) -> LossResult:
+        """The batch's summed loss, its supervised units and extra metrics."""
+        raise NotImplementedError
+
+    def count_units(self, batch: NumpyBatch) -> int:
+        """Supervised units in a host-side batch (before it goes to the device): the loss normaliser."""
+        raise NotImplementedError

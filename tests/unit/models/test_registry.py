@@ -1,0 +1,43 @@
+"""The family registry: presets and checkpoints find their family; unknown ones are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from tempering.errors import UserError
+from tempering.models.llama import LLAMA
+from tempering.models.registry import (
+    FAMILIES,
+    family_for_model_type,
+    family_of_checkpoint,
+    find_preset,
+)
+
+
+def test_every_decoder_model_type_belongs_to_the_llama_family():
+    for model_type in ("llama", "mistral", "qwen2", "qwen3"):
+        assert family_for_model_type(model_type) is LLAMA
+    assert FAMILIES == {"llama": LLAMA}
+
+
+def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
+    assert family_of_checkpoint({"model_type": "qwen3"}, {}) is LLAMA
+    assert family_of_checkpoint({"model_type": "anything"}, {"family": "llama"}) is LLAMA
+    with pytest.raises(UserError, match="ckpt/config.json: .*model family 'vision'"):
+        family_of_checkpoint({}, {"family": "vision"}, where="ckpt/config.json")
+    with pytest.raises(UserError, match="model_type is 'bert'; Tempering supports llama, mistral, qwen2, qwen3"):
+        family_of_checkpoint({"model_type": "bert"}, {})
+
+
+def test_presets_find_their_family_and_unknown_names_get_a_suggestion():
+    family, arch = find_preset("tiny")
+    assert family is LLAMA and arch.d_model == 64
+    with pytest.raises(UserError, match="did you mean small"):
+        find_preset("smal")
+
+
+def test_a_family_builds_from_a_preset_with_overrides_and_refuses_foreign_keys():
+    arch = LLAMA.architecture("tiny", {"d_model": 128, "vocab_size": 300})
+    assert (arch.d_model, arch.vocab_size, arch.n_layers) == (128, 300, 2)
+    with pytest.raises(UserError, match="model.experts is not a dimension of the llama family"):
+        LLAMA.architecture("tiny", {"experts": 4})
