@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -16,35 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tempering import __version__
+from tempering.argparsing import (
+    Parser,
+    add_underscore_spellings,
+    command_parser,
+    command_summaries,
+    first_unknown_flag,
+    ranged,
+    unknown_flag_message,
+)
 from tempering.errors import EXIT_USER_ERROR, UserError
 
 OVERRIDE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `error: temper generate: argument --top-p: ...`, exit 2."""
-
-    def error(self, message: str):
-        """Print one line naming the command and the problem, and exit with the user-error status."""
-        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
-
-
-def ranged(kind: type, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-           what: str = "") -> Callable[[str], int | float]:
-    """An argparse `type` that parses `kind` and checks low <= value <= high (low < value when low_open)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        too_low = low is not None and (value <= low if low_open else value < low)
-        if value != value or too_low or (high is not None and value > high):  # value != value: NaN
-            raise argparse.ArgumentTypeError(f"{text} is out of range: {what}")
-        return value
-
-    return parse
 
 
 POSITIVE_INT = ranged(int, low=1, what="give a whole number of at least 1")
@@ -61,6 +46,7 @@ class Flag:
     is_switch: bool = False  # a store_true flag that sets the key to `switch_value`
     switch_value: str = "true"
     help: str | None = None  # default: the key's schema description
+    aliases: tuple[str, ...] = ()  # other spellings users bring from other tools
 
 
 PREP_FLAGS = [
@@ -86,8 +72,8 @@ TRAINING_FLAGS = [
     Flag("--batch-size", "training.batch_size", int, "N"),
     Flag("--grad-accum", "training.grad_accum", int, "N"),
     Flag("--effective-batch-size", "training.effective_batch_size", int, "N"),
-    Flag("--lr", "training.learning_rate", float, "LR"),
-    Flag("--wd", "training.weight_decay", float, "WD"),
+    Flag("--lr", "training.learning_rate", float, "LR", aliases=("--learning-rate",)),
+    Flag("--wd", "training.weight_decay", float, "WD", aliases=("--weight-decay",)),
     Flag("--warmup-steps", "training.warmup_steps", int, "N"),
     Flag("--lr-schedule", "training.lr_schedule", str, "cosine|constant|wsd"),
     Flag("--eval-steps", "training.eval_steps", int, "N"),
@@ -143,9 +129,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser, flags: list[Flag]) ->
     for flag in flags:
         help_text = flag.help or _field_help(flag.key)
         if flag.is_switch:
-            parser.add_argument(flag.flag, action="store_true", default=None, help=help_text)
+            parser.add_argument(flag.flag, *flag.aliases, action="store_true", default=None, help=help_text)
         else:
-            parser.add_argument(flag.flag, type=flag.type, metavar=flag.metavar, help=help_text)
+            parser.add_argument(flag.flag, *flag.aliases, type=flag.type, metavar=flag.metavar, help=help_text)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="Override any config key in dot notation, e.g. training.learning_rate=1e-4 data.datasets.0.weight=2.")
 
@@ -217,6 +203,33 @@ def cmd_presets(args: argparse.Namespace) -> None:
              f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
             for name, family, arch in presets]
     print_table("Model presets", ["preset", "family", *dimensions, "params", "non-embedding"], rows)
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    """List run directories with their status, progress and best validation metric."""
+    from tempering.tracking.console import print_table
+    from tempering.tracking.runs import describe_run, find_run_dirs
+
+    roots = [Path(d) for d in (args.dirs or ["."])]
+    missing = [str(root) for root in roots if not root.is_dir()]
+    if missing:
+        raise UserError(f"temper runs: {missing[0]} is not a directory")
+    rows = [describe_run(run_dir) for run_dir in find_run_dirs(roots)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = [[_short_path(r["path"]), r["name"] or "-", r["stage"] or "-", r["model"], r["status"],
+              f"{r['step']}/{r['total_steps'] if r['total_steps'] is not None else '?'}",
+              "-" if r["best_value"] is None else f"{r['best_metric']} {r['best_value']:.4g} @ {r['best_step']}",
+              r["updated"]] for r in rows]
+    print_table(f"{len(rows)} run(s) under {', '.join(map(str, roots))}",
+                ["run dir", "name", "stage", "model", "status", "step", "best val", "updated"], table, left_columns=5)
+
+
+def _short_path(path: str) -> str:
+    """A path relative to the current directory when it is below it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -475,6 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(inspect, SFT_FLAGS)
     inspect.set_defaults(func=cmd_inspect_data)
 
+    runs = commands.add_parser(
+        "runs", help="List training runs under folders: status (running, finished, early-stopped, diverged, "
+                     "interrupted), step, best validation metric, last update.",
+        description="Find run directories (config.yaml + metrics.jsonl) under the given folders (default: the "
+                    "current directory, searched 4 levels deep) and print one row each. Reads the run files only; "
+                    "never changes them. A run is `running` while a live process holds its lock.")
+    runs.add_argument("dirs", nargs="*", metavar="DIR", help="Folders to search (default: .).")
+    runs.add_argument("--json", action="store_true", help="Print a JSON list instead of a table.")
+    runs.set_defaults(func=cmd_runs)
+
     importer = commands.add_parser(
         "import", help="Convert a local Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3) into a checkpoint.",
         description="Convert a local Hugging Face model directory — config.json, model.safetensors (or shards with "
@@ -522,7 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
                           default=0, metavar="S", help="Sampling seed, 0 to 2^63-1 (default 0).")
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     generate.set_defaults(func=cmd_generate)
+    add_underscore_spellings(parser)
     return parser
+
+
+def print_commands(parser: argparse.ArgumentParser) -> None:
+    """What bare `temper` prints: every command and what it does."""
+    from tempering.tracking.console import print_table
+
+    rows = [[f"temper {command}", summary] for command, summary in command_summaries(parser)]
+    print_table(f"temper {__version__}: train a model through its whole life from one YAML config",
+                ["command", "what it does"], rows, left_columns=2)
+    print("Run `temper COMMAND --help` (or `temper help COMMAND`) for a command's options.")
 
 
 CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
@@ -545,12 +579,21 @@ def _add_restart(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `temper` command."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv == ["help"]:
+        print_commands(parser)
+        return
+    if argv[0] == "help":  # `temper help prep` is `temper prep --help`
+        argv = [*argv[1:], "--help"]
+    unknown_flag = first_unknown_flag(parser, argv)
+    if unknown_flag:  # before argparse's own errors: a misspelt flag is the likelier mistake
+        parser.exit(EXIT_USER_ERROR, f"error: {unknown_flag_message(command_parser(parser, argv), unknown_flag)}\n")
     # argparse takes one run of positionals; overrides may also follow later flags.
     args, extra = parser.parse_known_args(argv)
     late_overrides = [item for item in extra if OVERRIDE_PATTERN.match(item)]
     unknown = [item for item in extra if not OVERRIDE_PATTERN.match(item)]
     if unknown or (late_overrides and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or late_overrides)}")
+        args._parser.error(f"unexpected arguments: {' '.join(unknown or late_overrides)}")
     if late_overrides:
         args.overrides = list(args.overrides or []) + late_overrides
     try:

@@ -45,11 +45,12 @@ def progress_bar(description: str, total: float | None, *, counts: bool = False)
         yield advance
 
 
-def print_table(title: str, columns: list[str], rows: list[list], *, to_stdout: bool = True) -> None:
-    """Print a simple table (first column left-aligned, the rest right-aligned)."""
+def print_table(title: str, columns: list[str], rows: list[list], *, to_stdout: bool = True,
+                left_columns: int = 1) -> None:
+    """Print a simple table (the first `left_columns` columns left-aligned, the rest right-aligned)."""
     table = Table(title=title, title_justify="left")
     for index, name in enumerate(columns):
-        table.add_column(name, justify="left" if index == 0 else "right")
+        table.add_column(name, justify="left" if index < left_columns else "right")
     for row in rows:
         table.add_row(*[str(cell) for cell in row])
     (stdout if to_stdout else console).print(table)

@@ -125,6 +125,9 @@ def train(setup: TrainingSetup) -> dict:
                           "nothing to do (--restart starts over)")
             return finished
     metrics = MetricsLog(setup.run_dir / "metrics.jsonl")
+    best = setup.objective.best_metric
+    metrics.write({"event": "start", "step": state.step, "total_steps": setup.total_steps,
+                   "best_split": setup.best_split, "best_metric": best.name, "best_metric_mode": best.mode})
     hint = precision_hint(device, cfg.precision)
     if hint:
         console.print(f"[dim]hint: {hint}[/dim]")

@@ -1,4 +1,4 @@
-"""The run directory's lifecycle: start, resume, restart (moving the old run aside), summary."""
+"""The run directory's lifecycle: start (locked for one process), resume, restart (moving the old run aside)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tempering.config.loading import config_to_dict, diff_configs, save_resolved
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.tracking.console import console
+from tempering.tracking.run_lock import LOCK_FILE, lock_run_dir, unlock_run_dir
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = {"training.device", "training.log_steps"}
@@ -20,23 +21,27 @@ RESUMABLE_SECTIONS = ("debug.",)  # fault injection: a test kills a run, then re
 
 
 def prepare_run_dir(config: Config, *, restart: bool) -> Path:
-    """Create or reopen `run.save_dir`; refuse to mix two different runs in one directory."""
+    """Create or reopen `run.save_dir` and lock it for this process; refuse to mix two runs in one directory."""
     if config.run.save_dir is None:
         raise UserError("no run directory: give --save-dir DIR (or run.save_dir in the config)")
     save_dir = Path(config.run.save_dir)
     if save_dir.exists() and not save_dir.is_dir():
         raise UserError(f"run.save_dir {save_dir} is a file, not a directory; choose another --save-dir")
     if restart and save_dir.exists() and any(save_dir.iterdir()):
+        lock_run_dir(save_dir)  # refuses while another process trains there
+        unlock_run_dir(save_dir)
         aside = save_dir.with_name(f"{save_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         save_dir.rename(aside)
         console.print(f"--restart: moved the previous run aside to {aside}")
     frozen = save_dir / "config.yaml"
     if frozen.exists():
         _check_same_run(frozen, config)
-    elif save_dir.exists() and any(p.name != "logs" for p in save_dir.iterdir()):
+    elif save_dir.exists() and any(p.name not in ("logs", LOCK_FILE) for p in save_dir.iterdir()):
         raise UserError(f"run.save_dir {save_dir} already holds files but no config.yaml, so it is not a "
                         "Tempering run; choose another --save-dir")
     try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(save_dir)
         save_resolved_config(config, save_dir)
     except OSError as exc:
         raise UserError(f"cannot write to run.save_dir {save_dir}: {exc.strerror}") from None
