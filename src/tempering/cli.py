@@ -28,7 +28,7 @@ from tempering.argparsing import (
 )
 from tempering.errors import EXIT_USER_ERROR, UserError
 
-OVERRIDE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
+OVERRIDE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")  # key=value, key.sub=value, ... (config validates the key)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
 
 
@@ -302,37 +302,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     """Sample a continuation of a prompt, streaming it to the terminal."""
-    from tempering.checkpoint.model_loading import load_model
-    from tempering.generation.sampling import generate_tokens, stream_text
-    from tempering.training.device import pick_device
+    from tempering.generation.command import run_generate
 
-    if (args.prompt is None) == (args.chat is None):
-        raise UserError("give exactly one of --prompt TEXT (continue text) or --chat MESSAGE (a chat turn)")
-    loaded = load_model(args.checkpoint, device=pick_device(args.device))
-    tokenizer = loaded.tokenizer
-    # Every end token the checkpoint's generation_config.json lists (EOS, a chat model's end of turn).
-    eos = loaded.checkpoint.generation_config.get("eos_token_id")
-    prompt, stop_ids = args.prompt, frozenset(i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int))
-    if args.chat is not None:
-        from tempering.data.chat import (
-            Conversation,
-            Message,
-            load_tokenizer_template,
-            render_prompt,
-        )
-
-        template = load_tokenizer_template(loaded.checkpoint.path)
-        messages = ([Message("system", args.system)] if args.system else []) + [Message("user", args.chat)]
-        prompt = render_prompt(Conversation(messages), template)
-        stop_ids |= frozenset({tokenizer.tokenizer.token_to_id(template.end_of_turn)} - {None})
-    tokens = generate_tokens(loaded.model, tokenizer.encode(prompt), max_new_tokens=args.max_new_tokens,
-                             eos_id=tokenizer.eos_id, temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, seed=args.seed, stop_ids=stop_ids)
-    sys.stdout.write(prompt)
-    for piece in stream_text(tokens, tokenizer.decode):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+    run_generate(args.checkpoint, prompt=args.prompt, chat=args.chat, system=args.system,
+                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                 top_p=args.top_p, seed=args.seed, device=args.device)
 
 
 def cmd_post_train(args: argparse.Namespace) -> None:
@@ -406,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample-corpus", help="Write the built-in sample corpus (prose and code from this Python installation).")
     sample.add_argument("--output", required=True, metavar="DIR", help="Directory to write prose/ and code/ into.")
-    sample.add_argument("--val-fraction", type=float, default=0.05, metavar="F",
+    sample.add_argument("--val-fraction", type=ranged(float, low=0, high=0.5, what="give 0 to 0.5"), default=0.05,
+                        metavar="F",
                         help="Fraction of documents in each domain's val split (default 0.05).")
     sample.set_defaults(func=cmd_sample_corpus)
 
@@ -415,9 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = tokenizer_commands.add_parser("train", help="Train a byte-level BPE tokenizer (HF tokenizers).")
     train.add_argument("--input", nargs="+", default=[], metavar="PATH",
                        help="Files, directories (recursive) or globs of .txt/.md/.jsonl/.parquet/.csv (default: data/raw).")
-    train.add_argument("--vocab-size", type=int, default=8192, metavar="N", help="Vocabulary size including special tokens (default 8192).")
+    train.add_argument("--vocab-size", type=ranged(int, low=1, high=2**31 - 1, what="give a positive number of tokens"),
+                       default=8192, metavar="N", help="Vocabulary size including special tokens (default 8192).")
     train.add_argument("--output", required=True, metavar="DIR", help="Directory for tokenizer.json and its HF config files.")
-    train.add_argument("--min-frequency", type=int, default=2, metavar="N", help="Minimum pair count for a merge (default 2).")
+    train.add_argument("--min-frequency", type=POSITIVE_INT, default=2, metavar="N",
+                       help="Minimum pair count for a merge (default 2).")
     train.add_argument("--text-unit", default="block", choices=["block", "file", "line"],
                        help=".txt files: a document per blank-line block, per file or per line (default block).")
     train.add_argument("--text-field", default="text", metavar="NAME", help="JSONL field / table column holding the text (default text).")
@@ -480,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect-data", help="Show chat examples as the model will see them, trained "
                                   "spans highlighted, with length, truncation and packing statistics.")
-    inspect.add_argument("--num-samples", type=int, default=3, metavar="N", help="Examples to show (default 3).")
+    inspect.add_argument("--num-samples", type=ranged(int, low=0, what="give 0 or more"), default=3, metavar="N",
+                         help="Examples to show (default 3; 0 shows only the statistics).")
     inspect.add_argument("--data", nargs="+", action="extend", metavar="PATH", help="Chat data (else data.datasets).")
     inspect.add_argument("--format", metavar="FORMAT", help="Record format of --data (default auto).")
     inspect.add_argument("--checkpoint", metavar="PATH",
@@ -518,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Use at most N documents of dataset NAME (or of every dataset).")
     evaluate.add_argument("--split", choices=["auto", "val", "train"], default="auto",
                           help="Which split of a shard dir: auto = val when it has one, else train (default auto).")
-    evaluate.add_argument("--seq-len", type=int, metavar="N", help="Window length (default: the one the model trained with).")
+    evaluate.add_argument("--seq-len", type=POSITIVE_INT, metavar="N",
+                          help="Window length (default: the one the model trained with).")
     evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=8, metavar="N",
                           help="Windows per forward pass (default 8).")
     evaluate.add_argument("--max-batches", type=POSITIVE_INT, metavar="N", help="Evaluate at most N batches per dataset.")
@@ -598,16 +577,50 @@ def main(argv: list[str] | None = None) -> None:
         args.overrides = list(args.overrides or []) + late_overrides
     try:
         args.func(args)
-    except UserError as exc:
-        from rich.text import Text
-
-        from tempering.tracking.console import console
-
-        console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     except BrokenPipeError:  # `temper config schema | head`: the reader left, not an error
         sys.stderr.close()
         sys.exit(0)
+    except (Exception, KeyboardInterrupt) as exc:
+        sys.exit(report_failure(exc))
+
+
+def report_failure(exc: BaseException) -> int:
+    """The last-resort handler: undo a failed start, print one line, return the exit status.
+
+    A user error or an environment failure (full disk, file-size limit, permissions) is one
+    line and status 2; an interrupt is 130; anything else is a bug: one line naming the file
+    that holds the full traceback, status 1. Never a stack trace on the console.
+    """
+    from rich.text import Text
+
+    from tempering.errors import (
+        EXIT_BUG,
+        EXIT_INTERRUPTED,
+        EXIT_PREEMPTED,
+        describe_environment_error,
+        environment_error,
+        write_crash_report,
+    )
+    from tempering.tracking.console import console
+    from tempering.training.run_dir import abandon_unstarted_runs, last_opened_run_dir
+    from tempering.training.stop_signals import Preempted
+
+    abandon_unstarted_runs()
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(exc, Preempted):
+        console.print(str(exc), soft_wrap=True)
+        return EXIT_PREEMPTED
+    if isinstance(exc, UserError):
+        message, status = str(exc), EXIT_USER_ERROR
+    elif environment_error(exc) is not None:
+        message, status = describe_environment_error(environment_error(exc)), EXIT_USER_ERROR
+    else:
+        report = write_crash_report(exc, last_opened_run_dir())
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+        message = (f"unexpected {type(exc).__name__}: {first} — a bug in temper; please report it with the full "
+                   f"traceback in {report}")
+        status = EXIT_BUG
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    return status

@@ -10,6 +10,7 @@ becomes one UserError that says the previous checkpoint is intact.
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 from collections import OrderedDict
@@ -113,8 +114,18 @@ class Checkpoint:
             )
         try:
             return torch.load(file, map_location=map_location, weights_only=True)
-        except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-            raise UserError(f"checkpoint {file} is corrupt or truncated: {exc}") from exc
+        except pickle.UnpicklingError as exc:
+            if "weights only" not in str(exc).lower():
+                raise UserError(f"checkpoint {file} is corrupt or truncated: {str(exc).splitlines()[0]}") from None
+            # torch's message goes on to suggest disabling the check; that advice is not ours to give.
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            what = f" ({found.group(1)})" if found else ""
+            raise UserError(f"checkpoint {file} holds Python objects{what} that a Tempering checkpoint never "
+                            "contains, so it was refused for safety (loading it could run arbitrary code); "
+                            "start from a checkpoint you trust") from None
+        except Exception as exc:  # torch raises RuntimeError, EOFError, ...
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"checkpoint {file} is corrupt or truncated: {message}") from None
 
 
 def save_checkpoint(

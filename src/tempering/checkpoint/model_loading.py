@@ -37,6 +37,16 @@ def build_from_checkpoint(checkpoint: Checkpoint, *, dropout: float = 0.0) -> tu
     return family, arch, model
 
 
+def load_checkpoint_tokenizer(checkpoint: Checkpoint, tokenizer_path: str | None = None) -> TokenizerBundle:
+    """The tokenizer a run from `checkpoint` uses: `tokenizer_path` when given, else the checkpoint's own."""
+    if tokenizer_path is not None:
+        return load_tokenizer(tokenizer_path)
+    if checkpoint.tokenizer_dir is None:
+        raise UserError(f"checkpoint {checkpoint.path} has no tokenizer.json; give the tokenizer it was trained "
+                        "with (--tokenizer DIR)")
+    return load_tokenizer(checkpoint.tokenizer_dir)
+
+
 def load_model(path, *, select: str = "best", device: torch.device | str = "cpu") -> LoadedModel:
     """Resolve `path`, build the checkpoint's family and architecture, load its weights and tokenizer."""
     checkpoint = load_checkpoint(path, select)

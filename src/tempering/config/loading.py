@@ -9,6 +9,7 @@ suggesting the nearest valid key for a misspelt one.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -31,11 +32,14 @@ class _Source:
         self.lines: dict[KeyPath, int] = {}
         self.overrides: dict[KeyPath, str] = {}
 
-    def describe(self, loc: KeyPath) -> str | None:
-        """Name the override or file line that set `loc` (or its nearest parent)."""
-        for override_loc, item in self.overrides.items():
-            if override_loc[:len(loc)] == loc and loc:
-                return f"override {item!r}"
+    def describe(self, loc: KeyPath, message: str = "") -> str | None:
+        """Name what set `loc`: its override or file line; for a check across a section, the keys its message names."""
+        if loc in self.overrides:
+            return f"override {self.overrides[loc]!r}"
+        named = [self._origin(key) for key in dict.fromkeys([*self.overrides, *self.lines])
+                 if loc and key[:len(loc)] == loc and _names(message, key)]
+        if named:
+            return ", ".join(dict.fromkeys(named))
         for end in range(len(loc), 0, -1):
             prefix = tuple(loc[:end])
             if prefix in self.overrides:
@@ -43,6 +47,17 @@ class _Source:
             if prefix in self.lines:
                 return f"{self.file}:{self.lines[prefix]}"
         return str(self.file) if self.file else None
+
+
+    def _origin(self, key: KeyPath) -> str:
+        """`override 'k=v'` when an override set `key`, else its file line."""
+        return f"override {self.overrides[key]!r}" if key in self.overrides else f"{self.file}:{self.lines[key]}"
+
+
+def _names(message: str, key: KeyPath) -> bool:
+    """Whether an error message names the dotted key (as a whole key, not part of a longer one)."""
+    dotted = ".".join(map(str, key))
+    return re.search(rf"(?<![\w.]){re.escape(dotted)}(?![\w.])", message) is not None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -174,8 +189,11 @@ def _validate(raw: dict, source: _Source) -> Config:
 def _describe_error(error: dict, source: _Source) -> str:
     loc = tuple(error["loc"])
     key = ".".join(map(str, loc))
-    where = source.describe(loc)
+    where = source.describe(loc, str(error["msg"]))
     prefix = f"{where}: " if where else ""
+    if error["type"] in ("model_type", "dict_type") and _model_at(loc) is not None:
+        return (f"{prefix}{key} is a section, not a value: set its keys, e.g. {key}.KEY=VALUE "
+                f"(`temper config schema` lists them)")
     if error["type"] == "extra_forbidden":
         suggestion = suggest_key(loc)
         hint = f" — did you mean {suggestion}?" if suggestion else ""

@@ -25,7 +25,7 @@ class RunConfig(Section):
 
     name: str = Field("run", description="Run name; fills {run_name} placeholders.")
     save_dir: Path | None = Field(None, description="Run directory: config.yaml, metrics.jsonl, checkpoints/, best/, final/.")
-    seed: int = Field(1337, description="Seed for initialisation, data order and sampling; a run is a function of (config, data, seed).")
+    seed: int = Field(1337, ge=0, le=2**63 - 1, description="Seed for initialisation, data order and sampling; a run is a function of (config, data, seed).")
 
 
 class ModelConfig(Section):
@@ -53,7 +53,7 @@ class TokenizerConfig(Section):
 class DatasetConfig(Section):
     """One input dataset: a file, directory or glob."""
 
-    path: str = Field(description="File, directory (read recursively) or glob.")
+    path: str = Field(min_length=1, description="File, directory (read recursively) or glob.")
     name: str | None = Field(None, description="Name shown in logs and metrics (default: the path's stem).")
     weight: float = Field(1.0, gt=0, description="Relative sampling weight when several datasets are mixed.")
     format: Literal["auto", "shards", "text", "jsonl", "parquet", "csv", "messages", "alpaca", "tool_call", "reasoning", "preference"] = Field(

@@ -22,6 +22,7 @@ from tempering.data.packing import (
     split_documents,
 )
 from tempering.errors import UserError
+from tempering.tokenizer.bounded import encode_bounded
 from tempering.tracking.console import console
 
 
@@ -93,7 +94,7 @@ def _tokenize_raw(dataset: DatasetConfig, tokenizer) -> TokenSource:
     if not texts:
         raise UserError(f"{dataset.path}: no non-empty documents to train on")
     encoder = raw_text_tokenizer(copy.deepcopy(tokenizer.tokenizer))  # the same encoding as `temper prep`
-    encoded = [e.ids for e in encoder.encode_batch_fast(texts, add_special_tokens=False)]
+    encoded, _ = encode_bounded(encoder, texts)
     lengths = np.fromiter((len(ids) + 1 for ids in encoded), np.int64, len(encoded))
     tokens = np.empty(int(lengths.sum()), np.int32)
     ends = np.cumsum(lengths)

@@ -33,6 +33,7 @@ from tempering.data.shards import (
 from tempering.data.sources import SourceStats, discover_files, iter_documents
 from tempering.errors import UserError
 from tempering.tokenizer import TokenizerBundle, load_tokenizer
+from tempering.tokenizer.bounded import MAX_PIECE_CHARS, split_long_text
 from tempering.tracking.console import console, print_table, progress_bar
 
 # A batch also ends at this many characters, which bounds memory when documents are whole files.
@@ -41,7 +42,8 @@ FIRST_BATCH_DOCUMENTS = 32
 # Options that change speed, never the bytes written; a change to them alone is no reason to rebuild.
 SPEED_ONLY_OPTIONS = frozenset({"batch_size"})
 
-Batch = tuple[list[str], list[bool]]  # texts, and whether each goes to val
+# Texts (whole documents, or pieces of a very long one), whether each goes to val, whether each ends its document.
+Batch = tuple[list[str], list[bool], list[bool]]
 
 
 def run_prep(inputs: list[str] | None, tokenizer_dir: str | Path, output: str | Path, options: PrepConfig) -> dict:
@@ -146,8 +148,13 @@ def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, outp
     with progress_bar("prep", total=total_bytes) as advance, \
             TokenShardsBuilder(output, vocab_size=bundle.vocab_size, eos_id=bundle.eos_id,
                                shard_tokens=options.shard_tokens) as builder:
-        batches = _document_batches(iter_documents(files, options, source_stats, advance), cleaner, options)
+        num_cut = [0]
+        batches = _document_batches(iter_documents(files, options, source_stats, advance), cleaner, options, num_cut)
         _tokenize_and_write(batches, tokenizer, builder, bundle.eos_id)
+        num_cut = num_cut[0]
+        if num_cut:
+            console.print(f"[yellow]warning:[/] {num_cut:,} document(s) longer than {MAX_PIECE_CHARS:,} characters "
+                          "were tokenized in pieces (cut at whitespace where possible) to bound memory")
         if cleaner.stats.num_kept == 0:
             raise UserError(f"no documents to write: read {source_stats.num_documents:,} from {len(files):,} "
                             f"file(s), {_describe_removed(cleaner, source_stats)}")
@@ -166,6 +173,7 @@ def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, outp
                 "invalid_utf8_replaced_bytes": source_stats.replaced_bytes,
                 "invalid_utf8_skipped_files": source_stats.skipped_files,
                 "binary_skipped_files": source_stats.binary_skipped_files,
+                "documents_encoded_in_pieces": num_cut,
             },
             options=recorded_options,
         )
@@ -187,12 +195,19 @@ def _describe_removed(cleaner: DocumentCleaner, stats: SourceStats) -> str:
             f"{len(stats.binary_skipped_files):,} file(s) skipped as binary")
 
 
-def _document_batches(documents: Iterator[str], cleaner: DocumentCleaner, options: PrepConfig) -> Iterator[Batch]:
-    """Clean documents and group them into tokenizer batches, marking which go to val."""
+def _document_batches(documents: Iterator[str], cleaner: DocumentCleaner, options: PrepConfig,
+                      num_cut: list[int]) -> Iterator[Batch]:
+    """Clean documents and group them into tokenizer batches, marking which go to val.
+
+    A document longer than MAX_PIECE_CHARS goes to the tokenizer in pieces (tokenizer/bounded.py),
+    which may fall into consecutive batches: memory stays bounded by the batch, whatever one
+    document's length. `num_cut[0]` counts such documents.
+    """
     # The first 8 bytes of the content digest, read as a number below 2**64, pick the split.
     val_below = int(options.val_fraction * 2**64)
     texts: list[str] = []
     is_val: list[bool] = []
+    ends: list[bool] = []
     num_chars = 0
     # Batches start small and double, so the tokenizer starts at once instead of waiting for a full batch.
     max_documents = min(FIRST_BATCH_DOCUMENTS, options.batch_size)
@@ -200,15 +215,20 @@ def _document_batches(documents: Iterator[str], cleaner: DocumentCleaner, option
         cleaned = cleaner.clean(text)
         if cleaned is None:
             continue
-        texts.append(cleaned[0])
-        is_val.append(int.from_bytes(cleaned[1][:8], "big") < val_below)
-        num_chars += len(cleaned[0])
-        if len(texts) >= max_documents or num_chars >= MAX_BATCH_CHARS:
-            yield texts, is_val
-            texts, is_val, num_chars = [], [], 0
-            max_documents = min(2 * max_documents, options.batch_size)
+        val = int.from_bytes(cleaned[1][:8], "big") < val_below
+        pieces = split_long_text(cleaned[0])
+        num_cut[0] += len(pieces) > 1
+        for index, piece in enumerate(pieces):
+            texts.append(piece)
+            is_val.append(val)
+            ends.append(index == len(pieces) - 1)
+            num_chars += len(piece)
+            if len(texts) >= max_documents or num_chars >= MAX_BATCH_CHARS:
+                yield texts, is_val, ends
+                texts, is_val, ends, num_chars = [], [], [], 0
+                max_documents = min(2 * max_documents, options.batch_size)
     if texts:
-        yield texts, is_val
+        yield texts, is_val, ends
 
 
 def _tokenize_and_write(batches: Iterator[Batch], tokenizer: Tokenizer, builder: TokenShardsBuilder,
@@ -224,25 +244,28 @@ def _tokenize_and_write(batches: Iterator[Batch], tokenizer: Tokenizer, builder:
             encodings = tokenizer.encode_batch_fast(batch[0], add_special_tokens=False)
             if written is not None:
                 written.result()
-            written = writer.submit(_write_batch, builder, encodings, batch[1], eos_id)
+            written = writer.submit(_write_batch, builder, encodings, batch[1], batch[2], eos_id)
         if written is not None:
             written.result()
 
 
-def _write_batch(builder: TokenShardsBuilder, encodings: list[Encoding], is_val: list[bool], eos_id: int) -> None:
+def _write_batch(builder: TokenShardsBuilder, encodings: list[Encoding], is_val: list[bool], ends: list[bool],
+                 eos_id: int) -> None:
     if not any(is_val):
-        builder.writers["train"].write(_pack(encodings, eos_id, builder.dtype))
+        builder.writers["train"].write(_pack(encodings, ends, eos_id, builder.dtype))
         return
     for split, wanted in (("train", False), ("val", True)):
-        selected = [encoding for encoding, flag in zip(encodings, is_val, strict=True) if flag == wanted]
-        builder.writers[split].write(_pack(selected, eos_id, builder.dtype))
+        chosen = [index for index, flag in enumerate(is_val) if flag == wanted]
+        builder.writers[split].write(_pack([encodings[i] for i in chosen], [ends[i] for i in chosen], eos_id,
+                                           builder.dtype))
 
 
-def _pack(encodings: list[Encoding], eos_id: int, dtype: np.dtype) -> np.ndarray:
-    """Concatenate the encodings' ids, EOS after each, into one array (one pass, no per-document arrays)."""
-    num_tokens = sum(map(len, encodings)) + len(encodings)
-    eos = (eos_id,)
-    ids = itertools.chain.from_iterable(itertools.chain(encoding.ids, eos) for encoding in encodings)
+def _pack(encodings: list[Encoding], ends: list[bool], eos_id: int, dtype: np.dtype) -> np.ndarray:
+    """Concatenate the encodings' ids, EOS after each that ends a document, into one array (one pass)."""
+    num_tokens = sum(map(len, encodings)) + sum(ends)
+    eos, no_eos = (eos_id,), ()
+    ids = itertools.chain.from_iterable(itertools.chain(encoding.ids, eos if end else no_eos)
+                                        for encoding, end in zip(encodings, ends, strict=True))
     return np.fromiter(ids, dtype=dtype, count=num_tokens)
 
 

@@ -19,6 +19,9 @@ def parse_dataset_specs(specs: list[str], limits: list[str]) -> list[DatasetConf
     datasets = []
     for spec in specs:
         name, sep, path = spec.partition("=")
+        if sep and not (name and path):
+            raise UserError(f"--data {spec!r}: {'the dataset name before' if not name else 'the path after'} '=' is "
+                            "empty; write NAME=PATH, or just PATH")
         datasets.append(DatasetConfig(path=path, name=name) if sep else DatasetConfig(path=spec))
     by_name: dict[str, int] = {}
     for item in limits:

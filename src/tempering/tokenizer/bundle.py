@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from tempering.errors import UserError
 from tempering.json_files import read_json_object
+from tempering.tokenizer.bounded import encode_bounded
 from tempering.tokenizer.files import (
     CONFIG_FILE,
     SPECIAL_TOKENS_MAP_FILE,
@@ -53,12 +54,11 @@ class TokenizerBundle:
 
     def encode(self, text: str) -> list[int]:
         """Return the token ids of `text`, with no bos/eos added (special-token strings map to their ids)."""
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return encode_bounded(self.tokenizer, [text])[0][0]
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         """Encode many texts in parallel (the `tokenizers` thread pool); same ids as `encode` on each."""
-        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
+        return encode_bounded(self.tokenizer, list(texts))[0]
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
         """Turn ids back into text; special tokens are kept unless asked otherwise."""

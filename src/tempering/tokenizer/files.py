@@ -61,8 +61,9 @@ def write_tokenizer_files(tokenizer: Tokenizer, directory: Path, *, fingerprint:
 
 
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
-    """Raise UserError unless saving a tokenizer to `output_dir` can lose nothing of the user's."""
+    """Raise UserError unless saving a tokenizer to `output_dir` can work and lose nothing of the user's."""
     if not output_dir.exists():
+        _check_can_create(output_dir)
         return
     if not output_dir.is_dir():
         raise UserError(f"{output_dir} is a file, not a directory; choose another tokenizer output directory")
@@ -78,6 +79,17 @@ def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
         raise UserError(
             f"{output_dir} already holds a tokenizer; choose a new directory or allow overwriting it (--overwrite)"
         )
+
+
+def _check_can_create(output_dir: Path) -> None:
+    """The nearest existing folder above `output_dir` must be a writable directory (checked before any work)."""
+    parent = output_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot create {output_dir}: {parent} is a file, not a directory; choose another output")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {output_dir}: {parent} is not writable; choose another output")
 
 
 def save_tokenizer_dir(tokenizer: Tokenizer, output_dir: Path, *, fingerprint: str, overwrite: bool,

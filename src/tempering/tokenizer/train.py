@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tempering.errors import UserError
+from tempering.tokenizer.bounded import split_long_text
 from tempering.tokenizer.bundle import TokenizerBundle
 from tempering.tokenizer.files import check_output_dir
 from tempering.tokenizer.special import MIN_VOCAB_SIZE, SPECIAL_TOKENS
@@ -66,7 +67,7 @@ def _new_byte_level_bpe() -> Tokenizer:
 
 
 class _CharCounter:
-    """Pass texts through while counting characters, to reject an empty corpus after one pass."""
+    """Pass texts through (very long ones in pieces, to bound memory) counting characters, to reject an empty corpus."""
 
     def __init__(self, texts: Iterable[str]):
         self._texts = texts
@@ -75,4 +76,4 @@ class _CharCounter:
     def __iter__(self) -> Iterator[str]:
         for text in self._texts:
             self.num_chars += len(text)
-            yield text
+            yield from split_long_text(text)

@@ -45,6 +45,11 @@ def progress_bar(description: str, total: float | None, *, counts: bool = False)
         yield advance
 
 
+def warn(message: str) -> None:
+    """One yellow `warning:` line for something suspicious the run goes on despite (markup in `message` is kept)."""
+    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
 def print_table(title: str, columns: list[str], rows: list[list], *, to_stdout: bool = True,
                 left_columns: int = 1) -> None:
     """Print a simple table (the first `left_columns` columns left-aligned, the rest right-aligned)."""

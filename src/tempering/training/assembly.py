@@ -22,13 +22,14 @@ from torch import nn
 
 from tempering.checkpoint.io import Checkpoint
 from tempering.checkpoint.model_loading import build_from_checkpoint
-from tempering.config.schema import Config, ModelConfig
+from tempering.config.schema import Config, ModelConfig, TrainingConfig
 from tempering.errors import UserError
 from tempering.models.family import ModelFamily, SpecialTokenIds
 from tempering.models.registry import find_preset
 from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import console, print_table
 from tempering.training.adamw import AdamW
+from tempering.training.device import check_precision
 from tempering.training.objective import Objective
 from tempering.training.optim import build_optimizer
 from tempering.training.trainable import (
@@ -117,6 +118,12 @@ class Assembly:
         return {"family": self.family.name, "model_type": self.family.model_type(self.arch),
                 "preset": self.source.preset}
 
+    def print_trainable(self, training: TrainingConfig) -> None:
+        """Print the table of trainable parameters per optimizer group, with their LR and weight decay."""
+        groups = build_param_groups(self.model, training, self.family.layout)
+        print_table("trainable parameters", TRAINABLE_COLUMNS,
+                    describe_trainable(self.model, groups, training.learning_rate, self.frozen), to_stdout=False)
+
     def num_parameters(self) -> int:
         """Parameters of the built model (a tied tensor once)."""
         return sum(p.numel() for p in self.model.parameters())
@@ -130,6 +137,7 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
     reference is a frozen copy of the initial policy).
     """
     training, family = config.training, source.family
+    check_precision(device, training.precision)
     torch.manual_seed(config.run.seed)  # initial weights are a function of the seed
     if source.checkpoint is None:
         model, arch = family.build(source.arch, dropout=config.model.dropout), source.arch
@@ -146,9 +154,6 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
     frozen = frozen_by_config(model, training, layout)
     apply_requires_grad(model, frozen, training, 0, layout)
     optimizer = build_optimizer(model, training, layout)
-    print_table("trainable parameters", TRAINABLE_COLUMNS,
-                describe_trainable(model, build_param_groups(model, training, layout), training.learning_rate,
-                                   frozen), to_stdout=False)
 
     def update_trainable(step: int) -> str | None:
         """Set requires_grad for step `step`; describe what starts training at this step, if anything."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.io import Checkpoint, load_checkpoint
+from tempering.checkpoint.model_loading import load_checkpoint_tokenizer
 from tempering.checkpoint.resolution import resolve_source_checkpoint
 from tempering.config.schema import Config
 from tempering.data.chat import (
@@ -28,7 +29,7 @@ from tempering.data.chat import (
 )
 from tempering.data.packing import split_documents
 from tempering.errors import UserError
-from tempering.tokenizer import TokenizerBundle, load_tokenizer
+from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import console
 from tempering.training.assembly import Assembly, ModelSource, assemble, source_from_checkpoint
 from tempering.training.objective import Objective
@@ -51,7 +52,7 @@ def load_chat_start(config: Config, cli_checkpoint: str | None) -> ChatStart:
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
     model_source = source_from_checkpoint(source, config.model)
-    tokenizer = load_tokenizer(config.tokenizer.path or source.tokenizer_dir or "")
+    tokenizer = load_checkpoint_tokenizer(source, config.tokenizer.path)
     template = get_template(config.sft.template, tokenizer.path)
     missing = [t for t in required_special_tokens(template) if tokenizer.tokenizer.token_to_id(t) is None]
     if missing:

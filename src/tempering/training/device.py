@@ -27,12 +27,19 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise UserError before anything starts when `device` cannot compute in `precision`."""
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("training.precision fp16 needs a GPU; use bf16 or fp32 on CPU (--precision)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("training.precision bf16: this GPU does not support bf16; use fp16 or fp32 (--precision)")
+
+
 def autocast(device: torch.device, precision: str):
     """Autocast context for bf16/fp16; a no-op for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16" and device.type == "cpu":
-        raise UserError("training.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    check_precision(device, precision)
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,7 +14,7 @@ from tempering.checkpoint.resolution import record_run
 from tempering.config.schema import Config, DatasetConfig
 from tempering.data.chat import load_preference_pairs, render_preference_pair
 from tempering.errors import UserError
-from tempering.tracking.console import console
+from tempering.tracking.console import console, warn
 from tempering.training.chat_setup import (
     ChatStart,
     assemble_chat,
@@ -114,15 +115,19 @@ def _pairs(config: Config, start: ChatStart) -> tuple[list, list]:
 
 
 def _render_pairs(datasets: list[DatasetConfig], start: ChatStart, config: Config) -> list:
-    pairs, dropped = [], 0
+    pairs, dropped, identical = [], 0, 0
     for dataset in datasets:
         fmt = "auto" if dataset.format in ("auto", "jsonl") else dataset.format
         for pair in load_preference_pairs(dataset.path, fmt, dataset.transform, dataset.limit):
             rendered = render_preference_pair(pair, start.template, start.tokenizer, max_seq_length=config.data.seq_len)
             if rendered is None:
                 dropped += 1
+            elif np.array_equal(rendered[0].input_ids, rendered[1].input_ids):
+                identical += 1  # chosen equals rejected: the loss has no gradient to give
             else:
                 pairs.append(rendered)
+    if identical:
+        warn(f"{identical} preference pair(s) have the same chosen and rejected response (nothing to prefer); skipped")
     if dropped:
         console.print(f"rendering: {dropped} preference pairs dropped (no trained token left within --seq-len)")
     if not pairs:

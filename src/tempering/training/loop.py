@@ -33,7 +33,7 @@ from tempering.checkpoint.resolution import cache_file_path
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
 from tempering.errors import UserError
-from tempering.tracking.console import console
+from tempering.tracking.console import console, warn
 from tempering.tracking.metrics import MetricsLog, truncate_after_step
 from tempering.tracking.progress import TrainingProgress
 from tempering.training.adamw import AdamW
@@ -42,7 +42,8 @@ from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
 from tempering.training.objective import NumpyBatch, Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
-from tempering.training.run_dir import write_json_atomic
+from tempering.training.run_dir import training_started, write_json_atomic
+from tempering.training.stop_signals import Preempted, StopSignals
 from tempering.training.validation import evaluate
 
 
@@ -124,6 +125,7 @@ def train(setup: TrainingSetup) -> dict:
             console.print(f"{setup.run_dir} already finished at step {state.step} ({finished['stop_reason']}); "
                           "nothing to do (--restart starts over)")
             return finished
+    setup.assembly.print_trainable(cfg)
     metrics = MetricsLog(setup.run_dir / "metrics.jsonl")
     best = setup.objective.best_metric
     metrics.write({"event": "start", "step": state.step, "total_steps": setup.total_steps,
@@ -131,6 +133,10 @@ def train(setup: TrainingSetup) -> dict:
     hint = precision_hint(device, cfg.precision)
     if hint:
         console.print(f"[dim]hint: {hint}[/dim]")
+    schedule_length = setup.total_steps - setup.initial_state.step + setup.schedule_offset
+    if cfg.warmup_steps > schedule_length:
+        warn(f"training.warmup_steps ({cfg.warmup_steps}) is longer than the run's {schedule_length} steps: warmup "
+             "is cut to the whole run, the peak learning rate reached only at its last step (lower --warmup-steps)")
     step_loss = setup.objective
     planned_steps = setup.total_steps - setup.initial_state.step  # this run's own, fixed across resumes
     if should_compile(cfg.compile, total_steps=planned_steps, static_shapes=setup.static_shapes, device=device):
@@ -152,7 +158,8 @@ def train(setup: TrainingSetup) -> dict:
         console.print("before training: " + _val_line(state.first_val))
         _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
     model.train()
-    with TrainingProgress(setup.total_steps, state.step) as progress:
+    training_started(setup.run_dir)  # from here on, an error keeps what the run wrote
+    with StopSignals() as stop, TrainingProgress(setup.total_steps, state.step) as progress:
         while state.step < setup.total_steps:
             if state.micro_batch in state.skipped_micro_batches:  # a window that produced NaN: never again
                 state.micro_batch += accumulation
@@ -221,10 +228,16 @@ def train(setup: TrainingSetup) -> dict:
                 epoch_loss.zero_()
                 epoch_units = 0
 
-            if cfg.save_steps and state.step % cfg.save_steps == 0:
+            saving = bool(cfg.save_steps and state.step % cfg.save_steps == 0)
+            if saving or stop.received:
                 state.elapsed_s = time.perf_counter() - started
                 save("periodic", state)
                 good_state = None  # the checkpoint on disk is now the recovery point
+            if stop.received:  # SIGTERM / SIGUSR1 / SIGHUP: checkpointed above, now stop
+                metrics.write({"event": "preempted", "step": state.step, "signal": stop.received})
+                metrics.close()
+                raise Preempted(f"stopped by {stop.received} at step {state.step} after writing a checkpoint in "
+                                f"{setup.run_dir}; re-run the same command to resume")
             if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
                 stop_reason = "early_stopping"
                 metrics.write({"event": "early_stop", "step": state.step,

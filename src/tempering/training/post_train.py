@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.io import Checkpoint, load_checkpoint, read_meta
+from tempering.checkpoint.model_loading import load_checkpoint_tokenizer
 from tempering.checkpoint.paths import is_checkpoint_dir
 from tempering.checkpoint.resolution import (
     record_run,
@@ -21,7 +22,6 @@ from tempering.config import load_config
 from tempering.config.schema import Config
 from tempering.data.datasets import build_lm_data, is_shard_dir, make_batches
 from tempering.errors import UserError
-from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 from tempering.training.assembly import assemble, source_from_checkpoint
 from tempering.training.causal_lm import CausalLM
@@ -38,7 +38,7 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     source = load_checkpoint(source_path)
     model_source = source_from_checkpoint(source, config.model)
     family, arch = model_source.family, model_source.arch
-    tokenizer = load_tokenizer(config.tokenizer.path or source.tokenizer_dir or "")
+    tokenizer = load_checkpoint_tokenizer(source, config.tokenizer.path)
     if source.meta.get("tokenizer_fingerprint") not in (None, tokenizer.fingerprint):
         raise UserError(f"tokenizer {tokenizer.path} (fingerprint {tokenizer.fingerprint}) is not the one "
                         f"{source.path} was trained with ({source.meta['tokenizer_fingerprint']})")

@@ -1,10 +1,20 @@
-"""The run directory's lifecycle: start (locked for one process), resume, restart (moving the old run aside)."""
+"""The run directory's lifecycle: start (locked for one process), resume, restart, and undoing a failed start.
+
+A start that fails before training begins (a refused device, a resume that cannot load, a
+crash in the first evaluation) must leave the save dir exactly as it was, so the next
+attempt with a corrected config is not refused as "a different run". `prepare_run_dir`
+therefore records what the directory held before; `abandon_unstarted_runs` (called by the
+CLI on any error) removes only what this attempt added — and puts back a run that
+`--restart` moved aside — unless `training_started` was called first.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -20,6 +30,20 @@ RESUMABLE_KEYS = {"training.device", "training.log_steps"}
 RESUMABLE_SECTIONS = ("debug.",)  # fault injection: a test kills a run, then resumes it without
 
 
+@dataclass
+class _Start:
+    """What a run dir held before this attempt opened it."""
+
+    save_dir: Path
+    entries: set[str] | None  # names inside before; None when the directory did not exist
+    created_root: Path | None  # the topmost folder this attempt created (save_dir or an ancestor)
+    moved_aside: Path | None  # where --restart moved the previous run
+
+
+_unstarted: dict[Path, _Start] = {}
+_last_opened: Path | None = None
+
+
 def prepare_run_dir(config: Config, *, restart: bool) -> Path:
     """Create or reopen `run.save_dir` and lock it for this process; refuse to mix two runs in one directory."""
     if config.run.save_dir is None:
@@ -27,18 +51,24 @@ def prepare_run_dir(config: Config, *, restart: bool) -> Path:
     save_dir = Path(config.run.save_dir)
     if save_dir.exists() and not save_dir.is_dir():
         raise UserError(f"run.save_dir {save_dir} is a file, not a directory; choose another --save-dir")
+    moved_aside = None
     if restart and save_dir.exists() and any(save_dir.iterdir()):
         lock_run_dir(save_dir)  # refuses while another process trains there
         unlock_run_dir(save_dir)
-        aside = save_dir.with_name(f"{save_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        save_dir.rename(aside)
-        console.print(f"--restart: moved the previous run aside to {aside}")
+        moved_aside = save_dir.with_name(f"{save_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        save_dir.rename(moved_aside)
+        console.print(f"--restart: moved the previous run aside to {moved_aside}")
     frozen = save_dir / "config.yaml"
     if frozen.exists():
         _check_same_run(frozen, config)
     elif save_dir.exists() and any(p.name not in ("logs", LOCK_FILE) for p in save_dir.iterdir()):
         raise UserError(f"run.save_dir {save_dir} already holds files but no config.yaml, so it is not a "
                         "Tempering run; choose another --save-dir")
+    start = _Start(save_dir, {p.name for p in save_dir.iterdir()} if save_dir.exists() else None,
+                   _topmost_missing(save_dir), moved_aside)
+    _unstarted[save_dir.absolute()] = start
+    global _last_opened
+    _last_opened = save_dir
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
         lock_run_dir(save_dir)
@@ -48,11 +78,55 @@ def prepare_run_dir(config: Config, *, restart: bool) -> Path:
     return save_dir
 
 
+def last_opened_run_dir() -> Path | None:
+    """The run dir this process opened most recently, if it still exists (where a crash report belongs)."""
+    return _last_opened if _last_opened is not None and _last_opened.is_dir() else None
+
+
+def training_started(run_dir: Path) -> None:
+    """Training has begun in `run_dir`: from now on an error keeps everything the run wrote."""
+    _unstarted.pop(Path(run_dir).absolute(), None)
+
+
+def abandon_unstarted_runs() -> None:
+    """Undo every run dir this process opened but did not start training in (after an error)."""
+    while _unstarted:
+        _, start = _unstarted.popitem()
+        unlock_run_dir(start.save_dir)
+        if start.entries is None:
+            shutil.rmtree(start.created_root or start.save_dir, ignore_errors=True)
+        elif start.save_dir.is_dir():
+            for entry in start.save_dir.iterdir():
+                if entry.name in start.entries:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        if start.moved_aside is not None and not start.save_dir.exists():
+            start.moved_aside.rename(start.save_dir)
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """The highest folder of `path` (itself included) that does not exist yet, or None."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
 def _check_same_run(frozen: Path, config: Config) -> None:
     try:
         previous = yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{frozen} is not valid YAML ({exc}); move the run dir aside or use --restart") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise UserError(f"{frozen} is not readable YAML ({reason}), so this run cannot be resumed; restore it, "
+                        "or use --restart to move the run aside and start over") from None
+    if not isinstance(previous, dict):
+        raise UserError(f"{frozen} holds a YAML {type(previous).__name__}, not a Tempering config, so this run "
+                        "cannot be resumed; restore it, or use --restart to move the run aside and start over")
     differing = [k for k in diff_configs(previous, config_to_dict(config))
                  if k not in RESUMABLE_KEYS and not k.startswith(RESUMABLE_SECTIONS)]
     if differing:

@@ -12,7 +12,7 @@ from tempering.data.example_batches import (
     packing_stats,
 )
 from tempering.errors import UserError
-from tempering.tracking.console import console
+from tempering.tracking.console import console, warn
 from tempering.training.causal_lm import ChatSft
 from tempering.training.chat_setup import (
     ChatStart,
@@ -54,9 +54,12 @@ class RenderedData:
     def __init__(self, datasets: list[DatasetConfig], start: ChatStart, config: Config):
         self.examples: list[RenderedExample] = []
         self.dataset_ids: list[int] = []
-        self.num_dropped = self.num_truncated = 0
+        self.num_dropped = self.num_truncated = self.num_unanswered = 0
         for index, dataset in enumerate(datasets):
             for conversation in load_conversations(dataset.path, dataset.format, dataset.transform, dataset.limit):
+                if not conversation.messages or conversation.messages[-1].role != "assistant":
+                    self.num_unanswered += 1  # ends before the assistant answers: likely cut-off data
+                    continue
                 example = render_conversation(conversation, start.template, start.tokenizer,
                                               max_seq_length=config.data.seq_len,
                                               train_on_prompt=config.sft.train_on_prompt,
@@ -123,6 +126,9 @@ def _suggest_longer_rows(config: Config, batches: ExampleBatches) -> None:
 
 def _training_and_validation(config: Config, start: ChatStart):
     rendered = RenderedData(config.data.datasets, start, config)
+    if rendered.num_unanswered:
+        warn(f"{rendered.num_unanswered} conversation(s) do not end with an assistant turn (cut off before the "
+             "answer?); skipped")
     if rendered.num_dropped or rendered.num_truncated:
         console.print(f"rendering: {rendered.num_truncated} examples truncated ({config.sft.truncation}), "
                       f"{rendered.num_dropped} dropped (too long with truncation=drop, or nothing left to train)")
