@@ -19,12 +19,19 @@ from tests.integration.conftest import TINY_RUN
 
 
 def sample_value(action: argparse.Action) -> list[str]:
-    """A value the option accepts (none for a switch)."""
+    """A value the option accepts that is not its default (none for a switch)."""
     if action.nargs == 0:
         return []
     if action.choices:
         return [str(next(choice for choice in action.choices if choice != action.default))]
-    return ["1"]  # an int, a float, a path or a name alike, and inside every range check
+    for text in ("1", "0.25", "0"):  # an int, a float, a path or a name alike
+        try:
+            value = action.type(text) if callable(action.type) else text
+        except (ValueError, argparse.ArgumentTypeError):
+            continue
+        if value != action.default:
+            return [text]
+    raise AssertionError(f"no sample value for {action.option_strings}")
 
 
 def long_options():

@@ -91,6 +91,12 @@ _KILL_HARNESS = textwrap.dedent(
         save_checkpoint(run / "final", weights={"w": weights}, hf_config={"v": version},
                         meta={"step": version}, trainer_state={"version": version})
 
+    def saved_step():
+        try:
+            return json.loads((run / "final" / "meta.json").read_text())["step"]
+        except (OSError, ValueError):  # mid-swap: final/ parked or being written
+            return 0
+
     save(0)
     rng = random.Random(int(sys.argv[3]))
     for kill in range(num_kills):
@@ -100,6 +106,10 @@ _KILL_HARNESS = textwrap.dedent(
             while True:
                 version += 1
                 save(version)
+        if kill == 0:  # however loaded the machine, let one writer finish a save before its kill
+            deadline = time.time() + 50
+            while time.time() < deadline and saved_step() == 0:
+                time.sleep(0.01)
         time.sleep(rng.uniform(0.05, 0.25))
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
