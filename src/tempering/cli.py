@@ -101,6 +101,7 @@ TRAINING_FLAGS = [
     Flag("--no-compile", "training.compile", is_switch=True, switch_value="false",
          help="Never compile the training step [training.compile=false]."),
     Flag("--gradient-checkpointing", "training.gradient_checkpointing", is_switch=True),
+    Flag("--report-to", "tracking.report_to", str, "tensorboard,mlflow,wandb|all|none"),
 ]
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
@@ -13,16 +11,18 @@ from tempering.config.loading import config_to_dict, diff_configs, save_resolved
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.tracking.console import console
+from tempering.tracking.fanout import check_tracking_packages
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = {"training.device", "training.log_steps"}
-RESUMABLE_SECTIONS = ("debug.",)  # fault injection: a test kills a run, then resumes it without
+RESUMABLE_SECTIONS = ("debug.", "tracking.")  # fault injection (a test kills, then resumes without it); trackers
 
 
 def prepare_run_dir(config: Config, *, restart: bool) -> Path:
     """Create or reopen `run.save_dir`; refuse to mix two different runs in one directory."""
     if config.run.save_dir is None:
         raise UserError("no run directory: give --save-dir DIR (or run.save_dir in the config)")
+    check_tracking_packages(config)  # a tracker asked for but not installed fails before anything is written
     save_dir = Path(config.run.save_dir)
     if save_dir.exists() and not save_dir.is_dir():
         raise UserError(f"run.save_dir {save_dir} is a file, not a directory; choose another --save-dir")
@@ -65,14 +65,3 @@ def _lookup(tree: dict, dotted: str):
             return None
         node = node[part]
     return node
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temp file and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
