@@ -323,6 +323,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
     sys.stdout.write("\n")
 
 
+def cmd_plot(args: argparse.Namespace) -> None:
+    """Plot runs' metrics into one PNG."""
+    from tempering.tracking.console import console
+    from tempering.tracking.plot import plot_runs
+
+    output = Path(args.output) if args.output else Path(args.run_dirs[0]) / "plot.png"
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    drawn = plot_runs([Path(d) for d in args.run_dirs], output, metrics=metrics, x=args.x)
+    console.print(f"wrote {output}: " + "; ".join(f"{metric} ({', '.join(labels)})" for metric, labels in drawn.items()))
+
+
 def cmd_post_train(args: argparse.Namespace) -> None:
     """Continue training a checkpoint on new data."""
     from tempering.training.post_train import run_post_train
@@ -523,6 +534,19 @@ def build_parser() -> argparse.ArgumentParser:
                           default=0, metavar="S", help="Sampling seed, 0 to 2^63-1 (default 0).")
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     generate.set_defaults(func=cmd_generate)
+
+    plot = commands.add_parser(
+        "plot", help="Plot runs' loss, perplexity, LR, throughput and telemetry into one PNG (needs matplotlib).",
+        description="One PNG of runs' metrics.jsonl: a panel per metric, every run and split (train, val, "
+                    "val:new, val:original, system) overlaid and labelled, recovery and early-stop events marked.")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="Run directories (their metrics.jsonl).")
+    plot.add_argument("--output", metavar="FILE.png", help="Where to write the PNG (default RUN_DIR/plot.png of the first run).")
+    plot.add_argument("--metrics", metavar="M,M,...", help="Comma-separated metrics, one panel each (default "
+                      "loss,ppl,lr,tokens_per_s,rss_mb,data_wait_frac; any metrics.jsonl field works, e.g. grad_norm, "
+                      "cpu_pct, rewards/margins).")
+    plot.add_argument("--x", choices=["step", "tokens"], default="step", help="x axis: optimizer step or tokens seen "
+                      "(default step).")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 
