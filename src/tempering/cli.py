@@ -272,10 +272,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    """Report loss and perplexity of a checkpoint per dataset."""
+    """Report loss and perplexity of a checkpoint per dataset, or run lm-eval tasks on it."""
     from tempering.evaluation.evaluate import evaluate_checkpoint, parse_dataset_specs
     from tempering.tracking.console import print_table
 
+    if (args.data is None) == (args.lm_eval is None):
+        raise UserError("give --data PATH... (loss and perplexity) or --lm-eval TASK[,TASK...] (lm-evaluation-harness)")
+    if args.lm_eval is not None:
+        _run_lm_eval(args)
+        return
     datasets = parse_dataset_specs(args.data, args.limit or [])
     result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
                                  batch_size=args.batch_size, max_batches=args.max_batches, device=args.device)
@@ -286,6 +291,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
             for name, r in result["datasets"].items()]
     print_table(f"{result['checkpoint']} (step {result['step']}, seq_len {result['seq_len']})",
                 ["dataset", "path", "documents", "tokens", "loss", "ppl"], rows)
+
+
+def _run_lm_eval(args: argparse.Namespace) -> None:
+    from tempering.evaluation.lm_eval_bridge import parse_limit, run_lm_eval
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    tasks = [task.strip() for task in args.lm_eval.split(",") if task.strip()]
+    if len(args.limit or []) > 1:
+        raise UserError("--limit with --lm-eval takes one value: examples per task (N) or a fraction (0 < F < 1)")
+    _, table, output = run_lm_eval(args.checkpoint, tasks, limit=parse_limit((args.limit or [None])[0]),
+                                   num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                                   device=str(pick_device(args.device)), output=args.output and Path(args.output),
+                                   include=[Path(d) for d in args.lm_eval_include or []])
+    print(table)
+    console.print(f"results written to {output}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -501,10 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
-    evaluate.add_argument("--data", nargs="+", action="extend", required=True, metavar="[NAME=]PATH",
+    evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
                           help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
     evaluate.add_argument("--limit", nargs="+", action="extend", metavar="[NAME=]N",
-                          help="Use at most N documents of dataset NAME (or of every dataset).")
+                          help="Use at most N documents of dataset NAME (or of every dataset); with --lm-eval, N "
+                               "examples per task or a fraction F < 1.")
     evaluate.add_argument("--split", choices=["auto", "val", "train"], default="auto",
                           help="Which split of a shard dir: auto = val when it has one, else train (default auto).")
     evaluate.add_argument("--seq-len", type=int, metavar="N", help="Window length (default: the one the model trained with).")
@@ -513,6 +535,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-batches", type=POSITIVE_INT, metavar="N", help="Evaluate at most N batches per dataset.")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     evaluate.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    evaluate.add_argument("--lm-eval", metavar="TASK[,TASK...]",
+                          help="Run EleutherAI lm-evaluation-harness tasks instead of --data, offline, through its "
+                               "Hugging Face model path (needs the eval extra). Shipped local task: "
+                               "tempering_next_sentence (configs/lm_eval/).")
+    evaluate.add_argument("--num-fewshot", type=ranged(int, low=0, what="give 0 or more"), metavar="K",
+                          help="lm-eval: few-shot examples per prompt (default: each task's own).")
+    evaluate.add_argument("--lm-eval-include", nargs="+", action="extend", metavar="DIR",
+                          help="lm-eval: more directories of task YAMLs (besides configs/lm_eval/).")
+    evaluate.add_argument("--output", metavar="FILE.json", help="lm-eval: where to write the results JSON (default "
+                          "beside the checkpoint: CHECKPOINT.lm_eval.TASKS.json).")
     evaluate.set_defaults(func=cmd_eval)
 
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
