@@ -176,3 +176,19 @@ def test_tracking_off_rank_zero_writes_nothing(tmp_path):
 def test_report_to_names_only_known_trackers(tmp_path):
     result = run_temper("config", "show", "tracking.report_to=tensorboard,comet")
     assert_user_error(result, "tracking.report_to")
+
+
+def test_mlflow_params_longer_than_its_limit_are_cut_not_fatal(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tempering.tracking.mlflow_backend import MAX_PARAM_VALUE_CHARS, MlflowBackend
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = {"data.datasets": "x" * (3 * MAX_PARAM_VALUE_CHARS), "training.lr": "0.001"}
+    backend = MlflowBackend(tracking_uri=uri, experiment="e", run_name="r", tags={}, params=params, run_id=None,
+                            artifact_root=tmp_path / "artifacts")
+    backend.write(1, {"val:new/loss": 1.5})
+    backend.close(completed=True, artifacts=[])
+    run = MlflowClient(uri).get_run(backend.run_id)
+    assert run.data.params == {"data.datasets": "x" * MAX_PARAM_VALUE_CHARS, "training.lr": "0.001"}
+    assert run.data.metrics == {"val_new/loss": 1.5} and run.info.status == "FINISHED"

@@ -214,7 +214,7 @@ class TrackingConfig(Section):
     experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<source model>).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking server or store URI (default: sqlite:///<run dir's parent>/mlflow.db).")
     wandb_project: str = Field("tempering", description="W&B project.")
-    wandb_name: str | None = Field(None, description="W&B run name (default run.name).")
+    wandb_name: str | None = Field(None, description="W&B run name (default: run.name; post-training: <model>_continued_<run_id>, as in MLflow).")
     wandb_tags: list[str] = Field(default_factory=list, description="W&B run tags.")
     wandb_mode: Literal["offline", "online"] = Field("offline", description="W&B mode: offline writes <run dir>/wandb/ (upload later with `wandb sync`); online needs a login.")
     telemetry_steps: int | None = Field(None, ge=0, description="Write a system telemetry record (RSS, RAM, CPU, device memory, data-wait fraction) every N optimizer steps (default: with each train log line; 0 disables).")

@@ -132,7 +132,7 @@ def open_tracking(config: Config, run_dir: Path, *, first_step: int, meta: dict,
     backends = []
     for name in names:
         try:
-            backend = _start(name, config, run_dir, identity, first_step, state.get(f"{name}_run_id"))
+            backend = start_backend(name, config, run_dir, identity, first_step, state.get(f"{name}_run_id"))
         except Exception as exc:
             console.print(f"[yellow]warning:[/yellow] {name} could not start ({type(exc).__name__}: "
                           f"{_first_line(exc)}); training continues without it")
@@ -192,8 +192,9 @@ def flat_params(config: Config) -> dict[str, str]:
     return flat
 
 
-def _start(name: str, config: Config, run_dir: Path, identity: RunIdentity, first_step: int,
-           run_id: str | None) -> Backend:
+def start_backend(name: str, config: Config, run_dir: Path, identity: RunIdentity, first_step: int,
+                  run_id: str | None) -> Backend:
+    """Start one tracker for the run (continuing its run `run_id` when given)."""
     tracking = config.tracking
     if name == "tensorboard":
         from tempering.tracking.tensorboard_backend import TensorBoardBackend
