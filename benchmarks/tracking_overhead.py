@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--pairs", type=int, default=2, help="end-to-end off/on run pairs (0 skips them)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-bench")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "tracking_overhead.json")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tracking_overhead.json")
     args = parser.parse_args()
     shards, tok = prepare_shards(args.work, args.vocab_size, ("prose",))
 
@@ -138,6 +138,7 @@ def main() -> None:
         off = statistics.median(r["tokens_per_s"] for r in off_runs)
         on = statistics.median(r["tokens_per_s"] for r in on_runs)
         report["end_to_end"]["on_over_off"] = on / off
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"{args.preset}, seq {args.seq_len}, batch {args.batch_size}: step {step_s * 1e3:.0f} ms "
