@@ -37,6 +37,7 @@ def killed_run(workspace, tmp_path_factory):
     assert died.returncode == -9, died.stderr
     resumed = run_temper(*args, check=True)
     assert "resuming from" in resumed.stderr and "warning" not in resumed.stderr, resumed.stderr
+    assert "mlflow.store" not in died.stderr + resumed.stderr  # no INFO lines from the store
     return run
 
 

@@ -52,7 +52,7 @@ class RecordFanOut:
         """Send trackers the records metrics.jsonl already holds and they lack (a resumed run's past)."""
         if not backends or not self.metrics.path.is_file():
             return
-        for record in read_metrics(self.metrics.path):
+        for record in read_metrics(self.metrics.path, skip_cut_lines=True):
             step, scalars = record_scalars(record)
             for backend in backends:
                 if backend in self.backends:

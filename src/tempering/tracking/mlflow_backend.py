@@ -4,7 +4,8 @@ Names (which seed users rely on): the experiment is `tracking.experiment`, else
 `<run.name>-<stage>`; a post-training run goes to `<experiment or run.name>-continued-<model>`
 as run `<model>_continued_<run_id>` with tag `training_type: continued`, where `<model>` names
 the source checkpoint's run. Params are the flattened resolved config, each value cut to
-MLflow's length limit. Metrics are queued and sent in one call every FLUSH_INTERVAL_S. The MLflow run id is persisted in the run dir (see fanout.py), so a
+MLflow's length limit. Metrics are queued and written by MLflow's background thread every
+FLUSH_INTERVAL_S. The MLflow run id is persisted in the run dir (see fanout.py), so a
 resumed run appends to the same MLflow run; the metrics it already holds are not sent twice.
 """
 
@@ -24,9 +25,10 @@ MAX_PARAM_VALUE_CHARS = 6000  # MLflow's server-side limit (mlflow.utils.validat
 MAX_KEY_CHARS = 250
 PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
 METRICS_PER_BATCH = 1000
-# One log_batch into a sqlite store takes ~20-40 ms on this project's CPU, several times a whole
-# telemetry-plus-TensorBoard log line: metrics go out in one call every few seconds instead of per
-# record. A kill loses at most that much, which the resumed run re-sends from metrics.jsonl.
+# One log_batch into a sqlite store takes 20-130 ms on this project's (shared) CPU, a hundred times a
+# whole telemetry-plus-TensorBoard log line: metrics are queued, handed to MLflow's background
+# logging thread (synchronous=False) every few seconds, and awaited at the end. A kill loses at
+# most that much, which the resumed run re-sends from metrics.jsonl.
 FLUSH_INTERVAL_S = 10.0
 # A server that is down should cost seconds, not MLflow's default minutes of retries.
 CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -54,12 +56,15 @@ class MlflowBackend(Backend):
         super().__init__()
         for name, value in CLIENT_DEFAULTS.items():
             os.environ.setdefault(name, value)
-        for logger in ("mlflow", "alembic"):  # store creation logs INFO lines; the console is the run's
-            logging.getLogger(logger).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
+        # Store creation logs INFO lines; the console is the run's (set after import: mlflow configures its logger then).
+        for logger in ("mlflow", "alembic"):
+            logging.getLogger(logger).setLevel(logging.WARNING)
+
         self._client = MlflowClient(tracking_uri=tracking_uri)
-        self._pending: list = []  # Metric entities not sent yet
+        self._pending: list = []  # Metric entities not handed to MLflow yet
+        self._operations: list = []  # MLflow's handles of batches its background thread is writing
         self._flushed_at = time.monotonic()
         self.run_id = self._reopen(run_id) or self._create(experiment, run_name, tags, artifact_root)
         self._log_params(params)
@@ -112,15 +117,22 @@ class MlflowBackend(Backend):
             self.flush()
 
     def flush(self) -> None:
-        """Send the queued metrics in one log_batch call."""
+        """Hand the queued metrics to MLflow's background logging thread, one log_batch call per 1000."""
         while self._pending:
             batch, self._pending = self._pending[:METRICS_PER_BATCH], self._pending[METRICS_PER_BATCH:]
-            self._client.log_batch(self.run_id, metrics=batch)
+            self._operations.append(self._client.log_batch(self.run_id, metrics=batch, synchronous=False))
         self._flushed_at = time.monotonic()
+
+    def wait(self) -> None:
+        """Block until every batch handed over has been written (raises what a write raised)."""
+        operations, self._operations = self._operations, []
+        for operation in operations:
+            operation.wait()
 
     def close(self, *, completed: bool, artifacts: list) -> None:
         """Attach the artifacts and mark the run FINISHED (or FAILED when training did not complete)."""
         self.flush()
+        self.wait()
         if completed:
             for path in artifacts:
                 self._client.log_artifact(self.run_id, str(path), artifact_path=Path(path).parent.name

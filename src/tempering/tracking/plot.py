@@ -8,11 +8,11 @@ tokens seen (`--x tokens`, interpolated from the train records). matplotlib, Agg
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tempering.errors import UserError
+from tempering.tracking.metrics import read_metrics
 
 DEFAULT_METRICS = ("loss", "ppl", "lr", "tokens_per_s", "rss_mb", "data_wait_frac")
 MARKED_EVENTS = {"recovery": "--", "early_stop": ":"}
@@ -37,7 +37,8 @@ class RunMetrics:
         train = [r for r in self.by_split.get("train", []) if "tokens_seen" in r]
         if not train:
             raise UserError(f"run {self.name} has no train records with tokens_seen; plot against --x step")
-        return list(np.interp(steps, [0] + [r["step"] for r in train], [0] + [r["tokens_seen"] for r in train]))
+        start = min(r["step"] for records in self.by_split.values() for r in records)  # 0 tokens seen here
+        return list(np.interp(steps, [start] + [r["step"] for r in train], [0] + [r["tokens_seen"] for r in train]))
 
 
 def load_run(run_dir: Path, name: str) -> RunMetrics:
@@ -45,12 +46,7 @@ def load_run(run_dir: Path, name: str) -> RunMetrics:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl: give a run directory (the --save-dir of a training run)")
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    records = read_metrics(path, skip_cut_lines=True)
     run = RunMetrics(name)
     for record in records:
         if "event" in record:
