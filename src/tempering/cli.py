@@ -87,6 +87,7 @@ TRAINING_FLAGS = [
     Flag("--no-compile", "training.compile", is_switch=True, switch_value="false",
          help="Never compile the training step [training.compile=false]."),
     Flag("--gradient-checkpointing", "training.gradient_checkpointing", is_switch=True),
+    Flag("--report-to", "tracking.report_to", str, "tensorboard,mlflow,wandb|all|none"),
 ]
 
 
@@ -284,10 +285,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    """Report loss and perplexity of a checkpoint per dataset."""
+    """Report loss and perplexity of a checkpoint per dataset, or run lm-eval tasks on it."""
     from tempering.evaluation.evaluate import evaluate_checkpoint, parse_dataset_specs
     from tempering.tracking.console import print_table
 
+    if (args.data is None) == (args.lm_eval is None):
+        raise UserError("give --data PATH... (loss and perplexity) or --lm-eval TASK[,TASK...] (lm-evaluation-harness)")
+    if args.lm_eval is not None:
+        _run_lm_eval(args)
+        return
     datasets = parse_dataset_specs(args.data, args.limit or [])
     result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
                                  batch_size=args.batch_size, max_batches=args.max_batches, device=args.device)
@@ -300,6 +306,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 ["dataset", "path", "documents", "tokens", "loss", "ppl"], rows)
 
 
+def _run_lm_eval(args: argparse.Namespace) -> None:
+    from tempering.evaluation.lm_eval_bridge import parse_limit, run_lm_eval
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    tasks = [task.strip() for task in args.lm_eval.split(",") if task.strip()]
+    if len(args.limit or []) > 1:
+        raise UserError("--limit with --lm-eval takes one value: examples per task (N) or a fraction (0 < F < 1)")
+    _, table, output = run_lm_eval(args.checkpoint, tasks, limit=parse_limit((args.limit or [None])[0]),
+                                   num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                                   device=str(pick_device(args.device)), output=args.output and Path(args.output),
+                                   include=[Path(d) for d in args.lm_eval_include or []])
+    print(table)
+    console.print(f"results written to {output}")
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     """Sample a continuation of a prompt, streaming it to the terminal."""
     from tempering.generation.command import run_generate
@@ -307,6 +329,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
     run_generate(args.checkpoint, prompt=args.prompt, chat=args.chat, system=args.system,
                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, seed=args.seed, device=args.device)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    """Plot runs' metrics into one PNG."""
+    from tempering.tracking.console import console
+    from tempering.tracking.plot import plot_runs
+
+    output = Path(args.output) if args.output else Path(args.run_dirs[0]) / "plot.png"
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    drawn = plot_runs([Path(d) for d in args.run_dirs], output, metrics=metrics, x=args.x)
+    console.print(f"wrote {output}: " + "; ".join(f"{metric} ({', '.join(labels)})" for metric, labels in drawn.items()))
 
 
 def cmd_post_train(args: argparse.Namespace) -> None:
@@ -490,10 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
-    evaluate.add_argument("--data", nargs="+", action="extend", required=True, metavar="[NAME=]PATH",
+    evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
                           help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
     evaluate.add_argument("--limit", nargs="+", action="extend", metavar="[NAME=]N",
-                          help="Use at most N documents of dataset NAME (or of every dataset).")
+                          help="Use at most N documents of dataset NAME (or of every dataset); with --lm-eval, N "
+                               "examples per task or a fraction F < 1.")
     evaluate.add_argument("--split", choices=["auto", "val", "train"], default="auto",
                           help="Which split of a shard dir: auto = val when it has one, else train (default auto).")
     evaluate.add_argument("--seq-len", type=POSITIVE_INT, metavar="N",
@@ -503,6 +537,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-batches", type=POSITIVE_INT, metavar="N", help="Evaluate at most N batches per dataset.")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     evaluate.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    evaluate.add_argument("--lm-eval", metavar="TASK[,TASK...]",
+                          help="Run EleutherAI lm-evaluation-harness tasks instead of --data, offline, through its "
+                               "Hugging Face model path (needs the eval extra). Shipped local task: "
+                               "tempering_next_sentence (configs/lm_eval/).")
+    evaluate.add_argument("--num-fewshot", type=ranged(int, low=0, what="give 0 or more"), metavar="K",
+                          help="lm-eval: few-shot examples per prompt (default: each task's own).")
+    evaluate.add_argument("--lm-eval-include", nargs="+", action="extend", metavar="DIR",
+                          help="lm-eval: more directories of task YAMLs (besides configs/lm_eval/).")
+    evaluate.add_argument("--output", metavar="FILE.json", help="lm-eval: where to write the results JSON (default "
+                          "beside the checkpoint: CHECKPOINT.lm_eval.TASKS.json).")
     evaluate.set_defaults(func=cmd_eval)
 
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
@@ -524,6 +568,19 @@ def build_parser() -> argparse.ArgumentParser:
                           default=0, metavar="S", help="Sampling seed, 0 to 2^63-1 (default 0).")
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     generate.set_defaults(func=cmd_generate)
+
+    plot = commands.add_parser(
+        "plot", help="Plot runs' loss, perplexity, LR, throughput and telemetry into one PNG (needs matplotlib).",
+        description="One PNG of runs' metrics.jsonl: a panel per metric, every run and split (train, val, "
+                    "val:new, val:original, system) overlaid and labelled, recovery and early-stop events marked.")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="Run directories (their metrics.jsonl).")
+    plot.add_argument("--output", metavar="FILE.png", help="Where to write the PNG (default RUN_DIR/plot.png of the first run).")
+    plot.add_argument("--metrics", metavar="M,M,...", help="Comma-separated metrics, one panel each (default "
+                      "loss,ppl,lr,tokens_per_s,rss_mb,data_wait_frac; any metrics.jsonl field works, e.g. grad_norm, "
+                      "cpu_pct, rewards/margins).")
+    plot.add_argument("--x", choices=["step", "tokens"], default="step", help="x axis: optimizer step or tokens seen "
+                      "(default step).")
+    plot.set_defaults(func=cmd_plot)
     add_underscore_spellings(parser)
     return parser
 

@@ -204,6 +204,34 @@ class DebugConfig(Section):
     kill_during_save_at_step: int | None = Field(None, gt=0, description="SIGKILL the process halfway through writing this step's checkpoint, to exercise crash safety.")
 
 
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+class TrackingConfig(Section):
+    """Where training records go besides metrics.jsonl: TensorBoard, MLflow, W&B; system telemetry."""
+
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "all", "none"]] = Field(default_factory=list, description="Trackers that receive every metrics.jsonl record: any of tensorboard, mlflow, wandb (comma-separated or a list); all = those installed; none. A listed tracker whose package is missing stops the run at start.")
+    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<source model>).")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking server or store URI (default: sqlite:///<run dir's parent>/mlflow.db).")
+    wandb_project: str = Field("tempering", description="W&B project.")
+    wandb_name: str | None = Field(None, description="W&B run name (default: run.name; post-training: <model>_continued_<run_id>, as in MLflow).")
+    wandb_tags: list[str] = Field(default_factory=list, description="W&B run tags.")
+    wandb_mode: Literal["offline", "online"] = Field("offline", description="W&B mode: offline writes <run dir>/wandb/ (upload later with `wandb sync`); online needs a login.")
+    telemetry_steps: int | None = Field(None, ge=0, description="Write a system telemetry record (RSS, RAM, CPU, device memory, data-wait fraction) every N optimizer steps (default: with each train log line; 0 disables).")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers asked for by name (`all` and `none` excluded), in report_to order."""
+        return [name for name in dict.fromkeys(self.report_to) if name in TRACKERS]
+
+
 class Config(Section):
     """The whole run: one YAML file, validated at load."""
 
@@ -218,3 +246,4 @@ class Config(Section):
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO options.")
     prep: PrepConfig = Field(default_factory=PrepConfig, description="Data preparation options.")
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
