@@ -214,9 +214,11 @@ def cmd_presets(args: argparse.Namespace) -> None:
     presets = all_presets()
     dimensions = list(dict.fromkeys(key for _, family, arch in presets for key in family.summary(arch)))
     rows = [[name, family.name, *(family.summary(arch).get(key, "-") for key in dimensions),
-             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
+             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_active_parameters(arch) / 1e6:.2f}M",
+             f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
             for name, family, arch in presets]
-    print_table("Model presets", ["preset", "family", *dimensions, "params", "non-embedding"], rows)
+    print_table("Model presets (parameters counted at each preset's vocab; a run's follows its tokenizer)",
+                ["preset", "family", *dimensions, "params", "active/token", "non-embedding"], rows)
 
 
 def cmd_import(args: argparse.Namespace) -> None:

@@ -42,6 +42,10 @@ class ModelConfig(Section):
     rope_theta: float | None = Field(None, description="Override the rotary embedding base.")
     tie_embeddings: bool | None = Field(None, description="Override whether the output head shares the embedding matrix.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability on attention and residual outputs.")
+    n_experts: int | None = Field(None, description="Mixture of experts: override the number of experts per layer.")
+    experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
+    router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
+    router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
 
 
 class TokenizerConfig(Section):

@@ -40,7 +40,7 @@ from tempering.training.adamw import AdamW
 from tempering.training.assembly import Assembly
 from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
-from tempering.training.objective import NumpyBatch, Objective
+from tempering.training.objective import AUXILIARY_LOSS, NumpyBatch, Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
 from tempering.training.run_dir import write_json_atomic
 from tempering.training.validation import evaluate
@@ -253,7 +253,8 @@ def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: 
         loss_sum = result.loss_sum
         if inject_nan:  # debug.inject_nan_at_step: poison this step once
             loss_sum = loss_sum * float("nan")
-        (loss_sum / num_units).backward()
+        auxiliary = result.metrics.get(AUXILIARY_LOSS)  # a model's own losses (MoE router): trained, reported apart
+        ((loss_sum if auxiliary is None else loss_sum + auxiliary) / num_units).backward()
         step_loss_sum += loss_sum.detach().double()
         for name, value in result.metrics.items():  # sums over units, like the loss
             extras[name] = extras.get(name, 0) + value.detach().double() / num_units
