@@ -104,7 +104,14 @@ TRAINING_FLAGS = [
 ]
 
 
-POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+LORA_FLAGS = [
+    Flag("--lora-r", "lora.r", int, "R"),
+    Flag("--lora-alpha", "lora.alpha", float, "A"),
+    Flag("--lora-dropout", "lora.dropout", float, "P"),
+]
+
+
+POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
     Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
@@ -114,7 +121,7 @@ POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] 
 ]
 
 
-CHAT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+CHAT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [
     Flag("--template", "sft.template", str, "NAME"),
     Flag("--select", "checkpoint.select", str, "best|final|latest"),
 ]

@@ -29,6 +29,7 @@ from tempering.models.registry import find_preset
 from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import console, print_table
 from tempering.training.adamw import AdamW
+from tempering.training.lora import LoraAdapter, apply_lora, merged_state_dict
 from tempering.training.objective import Objective
 from tempering.training.optim import build_optimizer
 from tempering.training.trainable import (
@@ -96,6 +97,28 @@ class Assembly:
     frozen: set[str]
     source: ModelSource
     update_trainable: Callable[[int], str | None] | None = None  # progressive unfreezing, see `assemble`
+    adapter: LoraAdapter | None = None  # LoRA (lora.r): only the adapters train
+
+    def checkpoint_weights(self, kind: str) -> dict:
+        """What a checkpoint of `kind` (periodic, best, final) holds of the model: `save_checkpoint` arguments.
+
+        Without LoRA, the weights. With LoRA, a periodic checkpoint holds the adapter only (the
+        base is the source checkpoint); best/ and final/ hold the weights merged in fp32, which
+        load as a plain model, and the adapter in adapter/.
+        """
+        if self.adapter is None:
+            return {"weights": self.model.export_state_dict()}
+        adapter = self.adapter.adapter_files(self.model)
+        if kind == "periodic":
+            return {"weights": None, "adapter": adapter}
+        return {"weights": merged_state_dict(self.model), "adapter": adapter, "adapter_in_subdir": True}
+
+    def load_checkpoint_weights(self, checkpoint: Checkpoint, device: torch.device) -> None:
+        """Load what `checkpoint_weights` saved (resume and NaN rollback): the weights, or the adapter."""
+        if self.adapter is None:
+            self.model.load_exported_state_dict(checkpoint.load_weights(device=str(device)))
+        else:
+            self.adapter.load_adapter(self.model, checkpoint.load_adapter(device=str(device)), checkpoint.path)
 
     def checkpoint_configs(self, tokenizer: TokenizerBundle, config: Config,
                            extra_eos_ids: tuple[int, ...] = ()) -> tuple[dict, dict | None]:
@@ -114,8 +137,11 @@ class Assembly:
 
     def checkpoint_meta(self) -> dict:
         """What every checkpoint's meta.json says about the model."""
-        return {"family": self.family.name, "model_type": self.family.model_type(self.arch),
+        meta = {"family": self.family.name, "model_type": self.family.model_type(self.arch),
                 "preset": self.source.preset}
+        if self.adapter is not None:  # what an adapter-only (periodic) checkpoint is applied to
+            meta["lora_base"] = self.adapter.base_checkpoint
+        return meta
 
     def num_parameters(self) -> int:
         """Parameters of the built model (a tied tensor once)."""
@@ -140,6 +166,7 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
                       "(new rows start at the mean embedding)")
         model = family.resize_vocabulary(model, vocab_size, dropout=config.model.dropout)
         arch = model.arch
+    adapter = _lora_adapter(model, config, source)
     model.to(device)
     model.gradient_checkpointing = training.gradient_checkpointing
     layout = family.layout
@@ -160,7 +187,20 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
         objective = objective(model)
     unfreezing = training.unfreeze_top_blocks is not None
     return Assembly(family, arch, model, optimizer, objective, frozen, source,
-                    update_trainable if unfreezing else None)
+                    update_trainable if unfreezing else None, adapter)
+
+
+def _lora_adapter(model: nn.Module, config: Config, source: ModelSource) -> LoraAdapter | None:
+    """Inject LoRA adapters when lora.r is set (only into a model that starts from a checkpoint)."""
+    if config.lora.r is None:
+        return None
+    if source.checkpoint is None:
+        raise UserError("lora.r is set, but LoRA adapts an existing model and this run starts from fresh weights; "
+                        "continue a checkpoint with `temper post-train --checkpoint PATH --lora-r R`")
+    adapter = apply_lora(model, config.lora, str(source.checkpoint.path.resolve()))
+    console.print(f"LoRA: rank {config.lora.r}, alpha {adapter.alpha:g} on {len(adapter.target_names)} linear "
+                  "layers; every other weight is frozen")
+    return adapter
 
 
 def _generation_eos_ids(checkpoint: Checkpoint) -> tuple[int, ...]:

@@ -320,7 +320,7 @@ def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState | No
 
 def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     checkpoint = load_checkpoint(path)
-    setup.model.load_exported_state_dict(checkpoint.load_weights(device=str(setup.device)))
+    setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
     trainer_state = checkpoint.load_trainer_state()
     setup.optimizer.load_state_dict(trainer_state["optimizer"])
     restore_rng_state(trainer_state["rng"])
@@ -415,7 +415,7 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog,
     trainer_state = {"optimizer": setup.optimizer.state_dict(),
                      "scheduler": {"step": state.step - setup.initial_state.step + setup.schedule_offset},
                      "scaler": {}, "rng": capture_rng_state(), "train_state": dataclasses.asdict(state)}
-    payload = dict(weights=setup.model.export_state_dict(), hf_config=setup.hf_config, meta=meta,
+    payload = dict(**setup.assembly.checkpoint_weights(kind), hf_config=setup.hf_config, meta=meta,
                    trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir,
                    generation_config=setup.generation_config)
     if setup.config.debug.kill_during_save_at_step == state.step:

@@ -49,6 +49,9 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     if context is not None and config.data.seq_len > context:
         raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({context})")
     _check_reset_step(config, source, restart)
+    if config.lora.r is not None and not config.checkpoint.reset_optimizer:
+        console.print("LoRA trains new adapters: the source's optimizer moments (of its full weights) are not used")
+        config.checkpoint.reset_optimizer = True
     device = pick_device(config.training.device)
     assembly = assemble(config, model_source, CausalLM(), device=device)
     initial_state, schedule_offset = _carry_over_state(config, source, assembly.optimizer)

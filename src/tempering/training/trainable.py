@@ -22,6 +22,7 @@ from torch import nn
 from tempering.config.schema import TrainingConfig
 from tempering.errors import UserError
 from tempering.models.family import ParameterLayout
+from tempering.training.lora import is_adapter_parameter
 
 TRAINABLE_COLUMNS = ["group", "tensors", "parameters", "lr", "weight decay"]
 
@@ -51,6 +52,8 @@ def frozen_by_config(model: nn.Module, training: TrainingConfig, layout: Paramet
     if training.train_only_head:
         trained = {*layout.head, *layout.final_norm}
         frozen |= {name for name, names in aliases.items() if not trained & set(names)}
+    if any(is_adapter_parameter(name) for name in aliases):  # LoRA: the base stays as it is
+        frozen |= {name for name in aliases if not is_adapter_parameter(name)}
     if frozen == set(aliases):
         raise UserError("training.freeze, freeze_first_blocks and train_only_head together freeze every "
                         "parameter; leave something to train")
