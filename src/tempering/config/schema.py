@@ -118,6 +118,9 @@ class TrainingConfig(Section):
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0, description="Layer-wise LR decay: block i gets learning_rate * decay^(n_layers - i); embeddings the lowest.")
     unfreeze_top_blocks: int | None = Field(None, gt=0, description="Progressive unfreezing: start with only the top K blocks (and head) trainable.")
     unfreeze_every_steps: int | None = Field(None, gt=0, description="Progressive unfreezing: make one more block trainable every S steps.")
+    train_only: list[str] = Field(default_factory=list, description="Train only the parameters matching these patterns (fnmatch on names, or 'router' for a mixture of experts' routers); freeze the rest.")
+    active_expert: int | None = Field(None, ge=0, description="Mixture of experts: train expert I only, every token routed to it; the other experts and the routers are frozen (sequential expert runs).")
+    freeze_shared: bool = Field(False, description="With active_expert: also freeze the shared weights (embeddings, attention, norms, head).")
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -165,6 +168,7 @@ with warnings.catch_warnings():
         reset_optimizer: bool = Field(False, description="Post-training: start with empty optimizer state instead of the source's.")
         reset_scheduler: bool = Field(False, description="Post-training: restart the learning-rate schedule (warmup included) instead of continuing the source's.")
         reset_step: bool = Field(False, description="Post-training: count steps from 0 instead of continuing the source's step counter.")
+        expert_checkpoint_dir: Path | None = Field(None, description="Sequential expert runs: the directory of expert_<I>.safetensors and shared.safetensors a run starts from and saves into (with training.active_expert).")
 
 
 class SftConfig(Section):

@@ -54,6 +54,7 @@ class ModelSource:
     arch: Any
     preset: str | None = None
     checkpoint: Checkpoint | None = None
+    initial_weights: dict[str, torch.Tensor] | None = None  # tensors loaded over the fresh init (expert runs)
 
 
 def source_from_preset(model: ModelConfig, tokenizer_vocab_size: int) -> ModelSource:
@@ -159,6 +160,8 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
     torch.manual_seed(config.run.seed)  # initial weights are a function of the seed
     if source.checkpoint is None:
         model, arch = family.build(source.arch, dropout=config.model.dropout), source.arch
+        if source.initial_weights:
+            model.load_exported_state_dict({**model.export_state_dict(), **source.initial_weights})
     else:
         _, arch, model = build_from_checkpoint(source.checkpoint, dropout=config.model.dropout)
     if vocab_size is not None and vocab_size > family.vocab_size(arch):
@@ -171,6 +174,8 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
     model.gradient_checkpointing = training.gradient_checkpointing
     layout = family.layout
     frozen = frozen_by_config(model, training, layout)
+    if training.active_expert is not None:  # checked above: a mixture of experts
+        model.route_every_token_to(training.active_expert)
     apply_requires_grad(model, frozen, training, 0, layout)
     optimizer = build_optimizer(model, training, layout)
     print_table("trainable parameters", TRAINABLE_COLUMNS,

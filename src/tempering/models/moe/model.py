@@ -74,6 +74,7 @@ class SparseMoe(nn.Module):
     def __init__(self, arch: MoeArchitecture):
         super().__init__()
         self.top_k = arch.experts_per_token
+        self.forced_expert: int | None = None  # a sequential expert run sends every token to this expert
         self.gate = nn.Linear(arch.d_model, arch.n_experts, bias=False)
         self.experts = nn.ModuleList(Expert(arch.d_model, arch.d_ff) for _ in range(arch.n_experts))
 
@@ -83,8 +84,12 @@ class SparseMoe(nn.Module):
         flat = x.reshape(-1, d_model)  # (N, D)
         logits = self.gate(flat).float()  # (N, E); routing decisions in fp32 whatever the compute dtype
         probs = logits.softmax(dim=-1)
-        top_probs, top_experts = probs.topk(self.top_k, dim=-1)  # (N, k)
-        top_probs = top_probs / top_probs.sum(dim=-1, keepdim=True)
+        if self.forced_expert is None:
+            top_probs, top_experts = probs.topk(self.top_k, dim=-1)  # (N, k)
+            top_probs = top_probs / top_probs.sum(dim=-1, keepdim=True)
+        else:  # (N, 1): the one expert being trained, at full weight
+            top_experts = torch.full_like(logits[:, :1], self.forced_expert, dtype=torch.long)
+            top_probs = torch.ones_like(logits[:, :1])
         out, counts = self._dispatch(flat, top_probs, top_experts)
         stats = RouterStats(counts.to(probs.dtype), probs.sum(dim=0),
                             torch.logsumexp(logits, dim=-1).square().sum(), flat.shape[0])
@@ -236,6 +241,11 @@ class MoeDecoderLM(nn.Module):
             kv_cache.advance(seq_len)
         return self.model.norm(x), stats
 
+    def route_every_token_to(self, expert: int | None) -> None:
+        """Send every token to `expert` alone (a sequential expert run), or back to top-k routing (None)."""
+        for layer in self.model.layers:
+            layer.block_sparse_moe.forced_expert = expert
+
     def router_losses(self, stats: list[RouterStats]) -> AuxiliaryLosses:
         """Load-balancing loss and z-loss over every layer's tokens (coefficients applied), and load metrics."""
         num_rows = sum(s.num_tokens for s in stats)
@@ -244,12 +254,13 @@ class MoeDecoderLM(nn.Module):
         balance = self.arch.n_experts * (load * probability).sum()
         z_loss = torch.stack([s.z_squared for s in stats]).sum() / num_rows
         loss = torch.zeros((), dtype=balance.dtype, device=balance.device)
-        if self.arch.router_aux_loss_coef > 0:
+        forced = self.model.layers[0].block_sparse_moe.forced_expert is not None  # the router decides nothing
+        if self.arch.router_aux_loss_coef > 0 and not forced:
             loss = loss + self.arch.router_aux_loss_coef * balance
-        if self.arch.router_z_loss_coef > 0:
+        if self.arch.router_z_loss_coef > 0 and not forced:
             loss = loss + self.arch.router_z_loss_coef * z_loss
         metrics = {"moe/aux_loss": balance.detach(), "moe/z_loss": z_loss.detach()}
-        top_k = self.arch.experts_per_token
+        top_k = 1 if forced else self.arch.experts_per_token
         for expert in range(self.arch.n_experts):
             metrics[f"moe/load/expert_{expert}"] = load[expert].detach() / top_k
             metrics[f"moe/router_prob/expert_{expert}"] = probability[expert].detach()
