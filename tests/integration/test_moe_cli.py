@@ -117,3 +117,11 @@ def test_import_reads_a_mixtral_directory_that_transformers_saved(moe_base, work
     imported = load_file(tmp_path / "imported" / "model.safetensors")
     original = load_file(moe_base / "final" / "model.safetensors")
     assert imported.keys() == original.keys() and all(torch.equal(imported[n], original[n]) for n in original)
+
+
+def test_presets_lists_total_and_active_parameters():
+    result = run_temper("presets", check=True)
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    for name, total, active in (("mac_nano", "182.85M", "96.15M"), ("expert_75m", "479.28M", "198.53M"),
+                                ("dense_75m", "73.68M", "73.68M"), ("moe_tiny", "0.19M", "0.14M")):
+        assert total in rows[name] and active in rows[name], rows.get(name)

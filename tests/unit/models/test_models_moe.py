@@ -197,3 +197,19 @@ def test_moe_tiny_active_count_is_a_hand_count():
     arch = PRESETS["moe_tiny"]  # 2 layers, d 64, 4 experts of d_ff 64, top 2, tied
     expert = 3 * 64 * 64
     assert count_parameters(arch) - count_active_parameters(arch) == 2 * 2 * expert
+
+
+def test_accumulated_micro_batches_weight_each_auxiliary_loss_by_its_tokens():
+    arch = make_arch()
+    torch.manual_seed(8)
+    model = MoeDecoderLM(arch)
+    batches = [{"tokens": torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(s))}
+               for s in (9, 10)]
+    units = sum(CausalLM().count_units({"tokens": b["tokens"].numpy()}) for b in batches)
+    _, extras = accumulate_gradients(model, CausalLM(), batches, units)
+    with torch.no_grad():
+        per_batch = [model.hidden_states_and_auxiliary(b["tokens"][:, :-1])[1] for b in batches]
+    expected = sum(aux.loss for aux in per_batch) / 2  # equal token counts: the plain mean
+    torch.testing.assert_close(extras["auxiliary_loss"].float(), expected, atol=1e-6, rtol=1e-6)
+    balance = sum(aux.metrics["moe/aux_loss"] for aux in per_batch) / 2
+    torch.testing.assert_close(extras["moe/aux_loss"].float(), balance, atol=1e-6, rtol=1e-6)

@@ -102,7 +102,9 @@ class SparseMoe(nn.Module):
         flat_experts = top_experts.reshape(-1)  # (N*k,) assignment a is token a // k
         order = torch.argsort(flat_experts, stable=True)  # assignments grouped by expert, in token order
         token_index = order // top_k  # (N*k,)
-        counts = torch.bincount(flat_experts, minlength=len(self.experts))  # (E,)
+        # (E,) assignments per expert; a fixed-size scatter rather than bincount, whose size depends on the values.
+        counts = torch.zeros(len(self.experts), dtype=torch.long, device=flat.device).index_add_(
+            0, flat_experts, torch.ones_like(flat_experts))
         inputs = flat[token_index].to(compute_dtype(flat))  # (N*k, D), one cast under autocast
         if self._can_group(inputs):
             outputs = self._grouped_experts(inputs, counts)
