@@ -7,8 +7,9 @@ Parts (every row a separate process, its peak RSS from wait4; tokens/s the media
 after --warmup; the rows of a part run in turn, --rounds times):
   moe:     `temper pretrain --preset moe_nano` | HF `Trainer` on `MixtralForCausalLM` (same initial
            weights, windows, seq 256, batch 8, AdamW settings, balancing loss 0.01; z-loss off)
-  lora:    `temper sft` full fine-tuning | `temper sft --lora-r 16` | peft + HF `Trainer` on the exported
-           model (same rank, alpha, targets), preset `small` (vocab 32,000), unpacked chats padded per batch
+  lora:    `temper sft` full fine-tuning | `temper sft --lora-r 16` (also with --gradient-checkpointing) |
+           peft + HF `Trainer` on the exported model (same rank, alpha, targets), preset `small` (vocab
+           32,000), unpacked chats padded per batch
   dpo:     `temper dpo` full (a live reference copy) | `temper dpo --lora-r 16` (the base is the reference)
   experts: expert 0 on prose, expert 1 on code (--freeze-shared), merge, router-only phase; each domain's
            val loss of the merged model against the expert run that trained on it (routed to its expert)
@@ -85,12 +86,15 @@ def measure_lora(args, shards: Path, tok: Path) -> dict:
            *common_temper_args("fp32")]
     lora = ["--lora-r", LORA["r"], "--lora-alpha", LORA["alpha"], f"lora.target_modules={json.dumps(LORA['targets'])}"]
     rows = {"tempering-full": sft, "tempering-lora": [*sft, *lora],
+            "tempering-lora-checkpointing": [*sft, *lora, "--gradient-checkpointing"],
             "peft-hf-trainer": peer_spec("peers.peft_sft_trainer", args, "fp32", checkpoint=checkpoint,
                                          rendered=rendered, pad_id=pad_id, lora_r=LORA["r"],
                                          lora_alpha=LORA["alpha"], lora_targets=LORA["targets"])}
     results = run_rows(rows, args)
     results["ratios"] = {**ratios(results, "tempering-lora", "peft-hf-trainer"),
-                         "lora_rss_vs_full": ratio(results, "tempering-lora", "tempering-full", "peak_rss_mb")}
+                         "lora_rss_vs_full": ratio(results, "tempering-lora", "tempering-full", "peak_rss_mb"),
+                         "lora_checkpointing_rss_vs_full": ratio(results, "tempering-lora-checkpointing",
+                                                                 "tempering-full", "peak_rss_mb")}
     return results
 
 

@@ -45,7 +45,9 @@ def test_experts_train_one_at_a_time_then_merge_and_a_router_phase_teaches_the_r
     router = tmp_path / "router"
     run_temper("post-train", "--checkpoint", merged, "--new-dataset", workspace / "shards", workspace / "code_shards",
                "--save-dir", router, "--train-only", "router", "--seq-len", "32", "--batch-size", "4",
-               "--max-steps", "3", "--lr", "1e-2", "training.eval_max_batches=2", check=True)
+               "--max-steps", "3", "--lr", "1e-2", "training.eval_max_batches=2", "model.router_aux_loss_coef=0",
+               check=True)
+    assert json.loads((router / "final" / "config.json").read_text())["router_aux_loss_coef"] == 0
     after = load_file(router / "final" / "model.safetensors")
     assert changed(second, after) == {f"model.layers.{i}.block_sparse_moe.gate.weight" for i in range(2)}
     transformers = pytest.importorskip("transformers")

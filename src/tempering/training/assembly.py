@@ -44,6 +44,8 @@ from tempering.training.trainable import (
 
 # model.* keys that are not dimensions of the architecture.
 NON_ARCHITECTURE_KEYS = frozenset({"preset", "dropout"})
+# Architecture keys a run from a checkpoint may change: they weight losses, not shape the model.
+LOSS_WEIGHT_KEYS = frozenset({"router_aux_loss_coef", "router_z_loss_coef"})
 
 
 @dataclass
@@ -74,6 +76,10 @@ def source_from_preset(model: ModelConfig, tokenizer_vocab_size: int) -> ModelSo
 def source_from_checkpoint(checkpoint: Checkpoint, model: ModelConfig) -> ModelSource:
     """The checkpoint's family and architecture (read from it); explicit model.* keys must agree with it."""
     family, arch = checkpoint.family, checkpoint.architecture()
+    reweighted = {key: getattr(model, key) for key in LOSS_WEIGHT_KEYS & model.model_fields_set if hasattr(arch, key)}
+    if reweighted:
+        arch = arch.with_overrides(**reweighted)
+        arch.check()
     explicit = model.model_fields_set - NON_ARCHITECTURE_KEYS
     differing = [f"model.{key} ({getattr(model, key)} ≠ {getattr(arch, key, None)})" for key in sorted(explicit)
                  if getattr(model, key) != getattr(arch, key, None)]
@@ -164,6 +170,8 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
             model.load_exported_state_dict({**model.export_state_dict(), **source.initial_weights})
     else:
         _, arch, model = build_from_checkpoint(source.checkpoint, dropout=config.model.dropout)
+        if source.arch != arch:  # loss weights this run changes (LOSS_WEIGHT_KEYS); the shapes are the checkpoint's
+            model.arch = arch = source.arch
     if vocab_size is not None and vocab_size > family.vocab_size(arch):
         console.print(f"resizing the embeddings from {family.vocab_size(arch)} to {vocab_size} tokens "
                       "(new rows start at the mean embedding)")
