@@ -119,8 +119,9 @@ def measure_experts(args, shards: Path, tok: Path) -> dict:
     prose = work / "prose_shards"
     temper("prep", "--input", args.work / "corpus" / "prose", "--tokenizer", tok, "--output", prose,
            "--val-fraction", "0.05")
-    shape = ["--preset", "moe_nano", "model.n_experts=2", "model.experts_per_token=2", "model.d_model=128",
-             "model.n_heads=4", "model.n_kv_heads=2", "model.d_ff=256", "model.n_layers=4",
+    shape = ["--preset", "moe_nano", "model.n_experts=2", "model.experts_per_token=2",
+             f"model.d_model={args.expert_width}", "model.n_heads=4", "model.n_kv_heads=2",
+             f"model.d_ff={2 * args.expert_width}", f"model.n_layers={args.expert_layers}",
              "--seq-len", "128", "--batch-size", "16", "--lr", "2e-3", "--warmup-steps", "20",
              "--val-split", "0", "training.log_steps=50"]
     experts = work / "experts"
@@ -142,7 +143,8 @@ def measure_experts(args, shards: Path, tok: Path) -> dict:
                           "merged_after_router_phase": val_loss(work / "router" / "final", data)}
         losses[domain]["ratio_after_vs_expert"] = losses[domain]["merged_after_router_phase"] / losses[domain]["expert"]
     return {"expert_0_bit_identical_after_expert_1_run": identical, "val_loss": losses,
-            "expert_steps": args.expert_steps, "router_steps": args.router_steps}
+            "expert_steps": args.expert_steps, "router_steps": args.router_steps,
+            "model": {"d_model": args.expert_width, "n_layers": args.expert_layers, "n_experts": 2, "top_k": 2}}
 
 
 def val_loss(checkpoint: Path, shards: Path, expert: int | None = None) -> float:
@@ -338,6 +340,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--expert-steps", type=int, default=300)
     parser.add_argument("--router-steps", type=int, default=100)
+    parser.add_argument("--expert-width", type=int, default=128, help="d_model of the expert-workflow model.")
+    parser.add_argument("--expert-layers", type=int, default=4)
     parser.add_argument("--quiet-wait-s", type=float, default=60)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-moe-lora")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "moe_lora.json")
