@@ -91,7 +91,29 @@ TRAINING_FLAGS = [
 ]
 
 
-POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+def _pattern_list(text: str) -> str:
+    """`--train-only router,lm_head` as the YAML list the config key takes."""
+    return json.dumps([part.strip() for part in text.split(",") if part.strip()])
+
+
+TRAIN_ONLY_FLAG = Flag("--train-only", "training.train_only", _pattern_list, "PATTERNS",
+                       help="Train only parameters matching these comma-separated patterns ('router' for a "
+                            "mixture of experts' routers); freeze the rest [training.train_only].")
+EXPERT_FLAGS = [
+    Flag("--active-expert", "training.active_expert", int, "I"),
+    Flag("--expert-checkpoint-dir", "checkpoint.expert_checkpoint_dir", str, "DIR"),
+    Flag("--freeze-shared", "training.freeze_shared", is_switch=True),
+]
+
+
+LORA_FLAGS = [
+    Flag("--lora-r", "lora.r", int, "R"),
+    Flag("--lora-alpha", "lora.alpha", float, "A"),
+    Flag("--lora-dropout", "lora.dropout", float, "P"),
+]
+
+
+POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
     Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
@@ -101,7 +123,7 @@ POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] 
 ]
 
 
-CHAT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+CHAT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [
     Flag("--template", "sft.template", str, "NAME"),
     Flag("--select", "checkpoint.select", str, "best|final|latest"),
 ]
@@ -201,9 +223,11 @@ def cmd_presets(args: argparse.Namespace) -> None:
     presets = all_presets()
     dimensions = list(dict.fromkeys(key for _, family, arch in presets for key in family.summary(arch)))
     rows = [[name, family.name, *(family.summary(arch).get(key, "-") for key in dimensions),
-             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
+             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_active_parameters(arch) / 1e6:.2f}M",
+             f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
             for name, family, arch in presets]
-    print_table("Model presets", ["preset", "family", *dimensions, "params", "non-embedding"], rows)
+    print_table("Model presets (parameters counted at each preset's vocab; a run's follows its tokenizer)",
+                ["preset", "family", *dimensions, "params", "active/token", "non-embedding"], rows)
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -238,6 +262,13 @@ def cmd_import(args: argparse.Namespace) -> None:
     from tempering.checkpoint.hf_import import import_hf_model
 
     import_hf_model(args.source, args.output)
+
+
+def cmd_merge_experts(args: argparse.Namespace) -> None:
+    """Assemble the experts of sequential expert runs into one checkpoint."""
+    from tempering.training.expert_runs import merge_experts
+
+    merge_experts(Path(args.expert_checkpoint_dir), Path(args.output))
 
 
 def cmd_sample_corpus(args: argparse.Namespace) -> None:
@@ -281,7 +312,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     _split_paths_and_overrides(args, "data")
     _split_paths_and_overrides(args, "val_data")
-    run_pretrain(_load(args, TRAINING_FLAGS, "pretrain"), restart=args.restart)
+    run_pretrain(_load(args, PRETRAIN_FLAGS, "pretrain"), restart=args.restart)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -521,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="The checkpoint directory to create (must not exist, or be empty).")
     importer.set_defaults(func=cmd_import)
 
+    merge = commands.add_parser(
+        "merge-experts", help="Assemble the experts of sequential expert runs into one MoE checkpoint.",
+        description="Assemble shared.safetensors and every expert_<I>.safetensors that `temper pretrain "
+                    "--active-expert I --expert-checkpoint-dir DIR` runs wrote into one checkpoint. Then teach the "
+                    "router to pick: `temper post-train --checkpoint CKPT --train-only router ...`.")
+    merge.add_argument("--expert-checkpoint-dir", required=True, metavar="DIR", help="The expert runs' directory.")
+    merge.add_argument("--output", required=True, metavar="CKPT", help="The checkpoint directory to create "
+                       "(must not exist, or be empty).")
+    merge.set_defaults(func=cmd_merge_experts)
+
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
@@ -598,13 +639,16 @@ def print_commands(parser: argparse.ArgumentParser) -> None:
 CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
 
 
+PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS]
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", action="extend", metavar="PATH",
                         help="Training data: shard dirs from `temper prep`, or raw files/dirs/globs (repeatable) [data.datasets].")
     parser.add_argument("--val-data", nargs="+", action="extend", metavar="PATH",
                         help="Separate validation data; shard dirs contribute their val split when they have one [data.val_data].")
     _add_restart(parser)
-    _add_config_arguments(parser, TRAINING_FLAGS)
+    _add_config_arguments(parser, PRETRAIN_FLAGS)
 
 
 def _add_restart(parser: argparse.ArgumentParser) -> None:

@@ -42,6 +42,10 @@ class ModelConfig(Section):
     rope_theta: float | None = Field(None, description="Override the rotary embedding base.")
     tie_embeddings: bool | None = Field(None, description="Override whether the output head shares the embedding matrix.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability on attention and residual outputs.")
+    n_experts: int | None = Field(None, description="Mixture of experts: override the number of experts per layer.")
+    experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
+    router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
+    router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
 
 
 class TokenizerConfig(Section):
@@ -114,6 +118,9 @@ class TrainingConfig(Section):
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0, description="Layer-wise LR decay: block i gets learning_rate * decay^(n_layers - i); embeddings the lowest.")
     unfreeze_top_blocks: int | None = Field(None, gt=0, description="Progressive unfreezing: start with only the top K blocks (and head) trainable.")
     unfreeze_every_steps: int | None = Field(None, gt=0, description="Progressive unfreezing: make one more block trainable every S steps.")
+    train_only: list[str] = Field(default_factory=list, description="Train only the parameters matching these patterns (fnmatch on names, or 'router' for a mixture of experts' routers); freeze the rest.")
+    active_expert: int | None = Field(None, ge=0, description="Mixture of experts: train expert I only, every token routed to it; the other experts and the routers are frozen (sequential expert runs).")
+    freeze_shared: bool = Field(False, description="With active_expert: also freeze the shared weights (embeddings, attention, norms, head).")
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -161,6 +168,7 @@ with warnings.catch_warnings():
         reset_optimizer: bool = Field(False, description="Post-training: start with empty optimizer state instead of the source's.")
         reset_scheduler: bool = Field(False, description="Post-training: restart the learning-rate schedule (warmup included) instead of continuing the source's.")
         reset_step: bool = Field(False, description="Post-training: count steps from 0 instead of continuing the source's step counter.")
+        expert_checkpoint_dir: Path | None = Field(None, description="Sequential expert runs: the directory of expert_<I>.safetensors and shared.safetensors a run starts from and saves into (with training.active_expert).")
 
 
 class SftConfig(Section):
@@ -181,6 +189,15 @@ class DpoConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed fraction of flipped preference labels (sigmoid loss).")
     ref_checkpoint: str | None = Field(None, description="Reference model; default: a frozen copy of the initial policy.")
     precompute_ref: bool = Field(False, description="Compute reference log-probs in one pass and free the reference model.")
+
+
+class LoraConfig(Section):
+    """LoRA: train low-rank adapters instead of the full weights (post-train, sft, dpo)."""
+
+    r: int | None = Field(None, gt=0, description="LoRA rank; set it to train adapters on the target modules and freeze every other weight (flag --lora-r).")
+    alpha: float | None = Field(None, gt=0.0, description="LoRA scale: the update is (alpha / r) * B @ A (default 2 * r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
 
 
 class PrepConfig(Section):
@@ -247,3 +264,4 @@ class Config(Section):
     prep: PrepConfig = Field(default_factory=PrepConfig, description="Data preparation options.")
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")

@@ -13,9 +13,11 @@ from typing import Any
 from tempering.errors import UserError
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
+from tempering.models.moe import MOE
 
 FAMILIES: dict[str, ModelFamily] = {
     LLAMA.name: LLAMA,
+    MOE.name: MOE,
 }
 
 

@@ -43,7 +43,7 @@ from tempering.training.adamw import AdamW
 from tempering.training.assembly import Assembly
 from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
-from tempering.training.objective import NumpyBatch, Objective
+from tempering.training.objective import AUXILIARY_LOSS, NumpyBatch, Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
 from tempering.training.run_dir import training_started
 from tempering.training.stop_signals import Preempted, StopSignals
@@ -280,7 +280,8 @@ def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: 
         loss_sum = result.loss_sum
         if inject_nan:  # debug.inject_nan_at_step: poison this step once
             loss_sum = loss_sum * float("nan")
-        (loss_sum / num_units).backward()
+        auxiliary = result.metrics.get(AUXILIARY_LOSS)  # a model's own losses (MoE router): trained, reported apart
+        ((loss_sum if auxiliary is None else loss_sum + auxiliary) / num_units).backward()
         step_loss_sum += loss_sum.detach().double()
         for name, value in result.metrics.items():  # sums over units, like the loss
             extras[name] = extras.get(name, 0) + value.detach().double() / num_units
@@ -346,7 +347,7 @@ def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState | No
 
 def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     checkpoint = load_checkpoint(path)
-    setup.model.load_exported_state_dict(checkpoint.load_weights(device=str(setup.device)))
+    setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
     trainer_state = checkpoint.load_trainer_state()
     setup.optimizer.load_state_dict(trainer_state["optimizer"])
     restore_rng_state(trainer_state["rng"])
@@ -441,7 +442,7 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOu
     trainer_state = {"optimizer": setup.optimizer.state_dict(),
                      "scheduler": {"step": state.step - setup.initial_state.step + setup.schedule_offset},
                      "scaler": {}, "rng": capture_rng_state(), "train_state": dataclasses.asdict(state)}
-    payload = dict(weights=setup.model.export_state_dict(), hf_config=setup.hf_config, meta=meta,
+    payload = dict(**setup.assembly.checkpoint_weights(kind), hf_config=setup.hf_config, meta=meta,
                    trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir,
                    generation_config=setup.generation_config)
     if setup.config.debug.kill_during_save_at_step == state.step:

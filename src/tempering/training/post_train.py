@@ -49,6 +49,9 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     if context is not None and config.data.seq_len > context:
         raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({context})")
     _check_reset_step(config, source, restart)
+    if config.lora.r is not None and not config.checkpoint.reset_optimizer:
+        console.print("LoRA trains new adapters: the source's optimizer moments (of its full weights) are not used")
+        config.checkpoint.reset_optimizer = True
     device = pick_device(config.training.device)
     assembly = assemble(config, model_source, CausalLM(), device=device)
     initial_state, schedule_offset = _carry_over_state(config, source, assembly.optimizer)
@@ -120,8 +123,10 @@ def _source_run_validation(source: Checkpoint, tokenizer, vocab_size: int):
 def _carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[TrainState, int]:
     """Load the source's optimizer / schedule position / step unless reset; print what happened."""
     resets = config.checkpoint
-    if source.meta.get("imported_from") and not source.has_trainer_state:
-        console.print(f"post-training state — {source.path} was imported from Hugging Face: fresh optimizer, "
+    origin = "imported from Hugging Face" if source.meta.get("imported_from") else (
+        "merged from expert runs" if source.meta.get("merged_from") else None)
+    if origin and not source.has_trainer_state:
+        console.print(f"post-training state — {source.path} was {origin}: fresh optimizer, "
                       "schedule and step counter")
         return TrainState(step=0), 0
     needs_state = not (resets.reset_optimizer and resets.reset_scheduler and resets.reset_step)
