@@ -80,7 +80,7 @@ TRAINING_FLAGS = [
     Flag("--save-steps", "training.save_steps", int, "N"),
     Flag("--early-stopping-patience", "training.early_stopping_patience", int, "N"),
     Flag("--device", "training.device", str, "auto|cpu|cuda|mps"),
-    Flag("--precision", "training.precision", str, "fp32|bf16|fp16"),
+    Flag("--precision", "training.precision", str, "auto|fp32|bf16|fp16"),
     Flag("--compile", "training.compile", is_switch=True,
          help="Always torch.compile the training step (default auto: only fixed-shape runs of 1000+ steps; "
               "see training.compile)."),
@@ -678,11 +678,21 @@ def main(argv: list[str] | None = None) -> None:
         args.overrides = list(args.overrides or []) + late_overrides
     try:
         args.func(args)
+        _leave_process_group()
     except BrokenPipeError:  # `temper config schema | head`: the reader left, not an error
         sys.stderr.close()
         sys.exit(0)
     except (Exception, KeyboardInterrupt) as exc:
         sys.exit(report_failure(exc))
+
+
+def _leave_process_group() -> None:
+    """End a torchrun / srun process group cleanly once the command is done."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def report_failure(exc: BaseException) -> int:

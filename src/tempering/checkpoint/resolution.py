@@ -36,6 +36,7 @@ from tempering.checkpoint.paths import (
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.models.registry import family_of_checkpoint
+from tempering.ranks import is_main_process
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 
@@ -107,7 +108,9 @@ def cache_file_path(config: Config, environ: Mapping[str, str] = os.environ) -> 
 
 def record_run(config: Config, save_dir: Path, summary: dict,
                environ: Mapping[str, str] = os.environ) -> None:
-    """Write the previous-run cache atomically; a failure only warns, it never fails the run."""
+    """Write the previous-run cache atomically (rank 0 under a launcher); a failure only warns, never fails the run."""
+    if not is_main_process():
+        return
     record = {
         "save_dir": str(Path(save_dir).resolve()),
         "run_name": config.run.name,

@@ -13,6 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tempering.errors import UserError
+from tempering.ranks import world_size
+
 
 class Section(BaseModel):
     """Base for config sections: unknown keys are errors, assignments are validated."""
@@ -78,6 +81,12 @@ class DataConfig(Section):
     old_datasets: list[DatasetConfig] = Field(default_factory=list, description="Post-training: the original data, for combined/append and the forgetting watch.")
 
 
+class FsdpConfig(Section):
+    """FSDP2 (training.strategy=fsdp): how parameters are sharded between steps."""
+
+    reshard_after_forward: bool = Field(True, description="Free the gathered parameters after each block's forward and gather them again for backward: ZeRO-3-like, least memory (DeepSpeed zero3). false keeps them until backward: ZeRO-2-like, less communication (DeepSpeed zero2).")
+
+
 class TrainingConfig(Section):
     """The optimisation loop: length, batch, optimiser, schedule, eval, save, device."""
 
@@ -107,7 +116,10 @@ class TrainingConfig(Section):
     early_stopping_patience: int = Field(0, ge=0, description="Stop after this many evaluations without a val-loss improvement (0 disables).")
     max_recoveries: int = Field(3, ge=0, description="Non-finite loss recoveries allowed before the run stops.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; auto picks cuda, then mps, then cpu.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Compute precision (bf16/fp16 via autocast).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Compute precision (bf16/fp16 via autocast; weights and optimizer state stay fp32). auto: bf16 where the device computes it natively (CUDA with bf16, CPUs with AMX / AVX-512 BF16), else fp32; the choice is frozen into the run's config.yaml, so a resume on other hardware keeps it.")
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = Field("auto", description="single process, or data-parallel under torchrun/srun: ddp (DistributedDataParallel) or fsdp (FSDP2, sharded); auto = single without a launcher, ddp with one. batch_size is per process: the global batch is batch_size x grad_accum x processes.")
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig, description="FSDP2 settings (training.strategy=fsdp).")
+    distributed_timeout_minutes: float = Field(30, gt=0, description="Under torchrun/srun: how long a collective (a step's all-reduce, a checkpoint save) waits for a process that stopped answering before the run fails with a clear error; the previous checkpoint stays intact.")
     compile: bool | Literal["auto"] = Field("auto", description="torch.compile the training step: true, false, or auto (compile fixed-shape pretraining and post-training runs of 1000+ steps on CPU with a C++ compiler, or CUDA). A compile error falls back to eager with a warning.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     best_metric: Literal["new", "original"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping.")
@@ -145,11 +157,20 @@ class TrainingConfig(Section):
 
     @property
     def accumulation_steps(self) -> int:
-        """Micro-batches per optimizer step, derived from the batch keys."""
+        """Micro-batches per optimizer step on each process, derived from the batch keys.
+
+        `effective_batch_size` is the global batch: with N processes (torchrun), each accumulates
+        effective / (batch_size x N) micro-batches, so the same config trains the same steps at
+        any process count.
+        """
         if self.grad_accum is not None:
             return self.grad_accum
         if self.effective_batch_size is not None:
-            return self.effective_batch_size // self.batch_size
+            per_step = self.batch_size * world_size()
+            if self.effective_batch_size % per_step:
+                raise UserError(f"training.effective_batch_size ({self.effective_batch_size}) must be a multiple of "
+                                f"training.batch_size x processes ({self.batch_size} x {world_size()})")
+            return self.effective_batch_size // per_step
         return 1
 
 
@@ -219,6 +240,8 @@ class DebugConfig(Section):
 
     inject_nan_at_step: int | None = Field(None, gt=0, description="Make the loss non-finite at this step, once, to exercise recovery.")
     kill_during_save_at_step: int | None = Field(None, gt=0, description="SIGKILL the process halfway through writing this step's checkpoint, to exercise crash safety.")
+    kill_at_step: int | None = Field(None, gt=0, description="SIGKILL one process (rank debug.kill_rank) right after this optimizer step, before any save: a crash mid-run.")
+    kill_rank: int = Field(0, ge=0, description="Which rank debug.kill_at_step kills (0 without a launcher).")
 
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tempering.config.loading import config_to_dict
 from tempering.config.schema import TRACKERS, Config
 from tempering.errors import UserError
 from tempering.json_files import write_json_atomic
+from tempering.ranks import current_rank
 from tempering.tracking.backend import Backend, record_scalars
 from tempering.tracking.console import console
 from tempering.tracking.metrics import MetricsLog, read_metrics
@@ -107,15 +107,6 @@ def requested_trackers(config: Config) -> list[str]:
     if missing:
         console.print(f"tracking.report_to=all: {', '.join(missing)} not installed, skipped ({INSTALL_HINT})")
     return list(dict.fromkeys([*names, *(n for n in TRACKERS if n not in missing)]))
-
-
-def current_rank() -> int:
-    """This process's rank: torch.distributed's when initialised, else $RANK, else 0."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
 
 
 def open_tracking(config: Config, run_dir: Path, *, first_step: int, meta: dict,

@@ -45,6 +45,13 @@ from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
 from tempering.training.objective import AUXILIARY_LOSS, NumpyBatch, Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
+from tempering.training.parallel import (
+    Parallel,
+    full_state,
+    full_value,
+    lost_peers,
+    sharded_optimizer_state,
+)
 from tempering.training.run_dir import training_started
 from tempering.training.stop_signals import Preempted, StopSignals
 from tempering.training.validation import evaluate
@@ -149,7 +156,9 @@ def train(setup: TrainingSetup) -> dict:
                       "the first step takes longer")
         step_loss = compiled_step(setup.objective, cache_file_path(setup.config).parent)
     amp = partial(autocast, device, cfg.precision)
+    parallel, module = setup.assembly.parallel, setup.assembly.module
     accumulation = cfg.accumulation_steps
+    stride = accumulation * parallel.world_size  # global micro-batches per optimizer step
     batches_per_epoch = setup.train_batches.batches_per_epoch
     save = partial(_save, setup, manager, metrics)
     good_state = _snapshot(setup, state) if cfg.max_recoveries and manager.latest_resumable() is None else None
@@ -164,10 +173,11 @@ def train(setup: TrainingSetup) -> dict:
         _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
     model.train()
     training_started(setup.run_dir)  # from here on, an error keeps what the run wrote
-    with StopSignals() as stop, TrainingProgress(setup.total_steps, state.step) as progress:
+    peers = partial(lost_peers, parallel, setup.run_dir, cfg.distributed_timeout_minutes)
+    with peers(), StopSignals() as stop, TrainingProgress(setup.total_steps, state.step) as progress:
         while state.step < setup.total_steps:
             if state.micro_batch in state.skipped_micro_batches:  # a window that produced NaN: never again
-                state.micro_batch += accumulation
+                state.micro_batch += stride
                 continue
             if setup.assembly.update_trainable is not None:  # unfreezing counts this run's own steps
                 opened = setup.assembly.update_trainable(state.step - setup.initial_state.step)
@@ -180,18 +190,21 @@ def train(setup: TrainingSetup) -> dict:
             # One optimizer step: each micro-batch's summed loss is divided by the supervised
             # units of the whole step, so the gradient equals that of one big batch.
             with telemetry.fetching_data():
-                batches = [setup.train_batches.batch(state.micro_batch + i) for i in range(accumulation)]
-            num_units = sum(setup.objective.count_units(batch) for batch in batches)
+                batches = [setup.train_batches.batch(index)
+                           for index in parallel.micro_batches(state.micro_batch, accumulation)]
+            num_units = parallel.sum_int(sum(setup.objective.count_units(batch) for batch in batches), device)
             inject_nan = setup.config.debug.inject_nan_at_step == state.step + 1 and not state.nan_injected
             step_loss_sum, extras = accumulate_gradients(model, step_loss, [_to_device(b, device) for b in batches],
-                                                         num_units, amp, inject_nan=inject_nan)
+                                                         num_units, amp, inject_nan=inject_nan, parallel=parallel,
+                                                         module=module)
             state.nan_injected |= inject_nan
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.grad is not None], cfg.grad_clip or math.inf)
-            # Non-finite loss or gradients: roll back to the last good state, skip this window.
+            grad_norm = full_value(torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.grad is not None], cfg.grad_clip or math.inf))
+            # Non-finite loss or gradients: roll back to the last good state, skip this window. The
+            # loss is summed over ranks, so every rank takes the same branch.
             if not torch.isfinite(step_loss_sum + grad_norm).item():
                 optimizer.zero_grad(set_to_none=True)
-                state = _recover(setup, manager, metrics, state, good_state, accumulation)
+                state = _recover(setup, manager, metrics, state, good_state, stride)
                 progress.reset(state.step)
                 continue
             optimizer.step()
@@ -199,11 +212,13 @@ def train(setup: TrainingSetup) -> dict:
 
             epoch_before = state.micro_batch // batches_per_epoch
             state.step += 1
-            state.micro_batch += accumulation
-            num_tokens = sum(int(b.get("num_tokens", 0)) for b in batches) or num_units
+            state.micro_batch += stride
+            num_tokens = parallel.sum_int(sum(int(b.get("num_tokens", 0)) for b in batches), device) or num_units
             state.tokens_seen += num_tokens
             epoch_ended = state.micro_batch // batches_per_epoch > epoch_before
             window.add(step_loss_sum, num_units, num_tokens, extras)
+            if setup.config.debug.kill_at_step == state.step and setup.config.debug.kill_rank == parallel.rank:
+                os.kill(os.getpid(), signal.SIGKILL)  # debug: a crash of this one process mid-run
             epoch_loss += step_loss_sum
             epoch_units += num_units
             progress.advance(lr=lr)
@@ -240,14 +255,16 @@ def train(setup: TrainingSetup) -> dict:
                 epoch_units = 0
 
             saving = bool(cfg.save_steps and state.step % cfg.save_steps == 0)
-            if saving or stop.received:
+            stopping = parallel.any(stop.received is not None, device)  # a signal to any rank stops them all
+            if saving or stopping:
                 state.elapsed_s = time.perf_counter() - started
                 save("periodic", state)
                 good_state = None  # the checkpoint on disk is now the recovery point
-            if stop.received:  # SIGTERM / SIGUSR1 / SIGHUP: checkpointed above, now stop
-                metrics.write({"event": "preempted", "step": state.step, "signal": stop.received})
+            if stopping:  # SIGTERM / SIGUSR1 / SIGHUP: checkpointed above, now stop
+                signal_name = stop.received or "a signal to another rank"
+                metrics.write({"event": "preempted", "step": state.step, "signal": signal_name})
                 metrics.close()
-                raise Preempted(f"stopped by {stop.received} at step {state.step} after writing a checkpoint in "
+                raise Preempted(f"stopped by {signal_name} at step {state.step} after writing a checkpoint in "
                                 f"{setup.run_dir}; re-run the same command to resume")
             if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
                 stop_reason = "early_stopping"
@@ -257,34 +274,45 @@ def train(setup: TrainingSetup) -> dict:
                 break
 
     state.elapsed_s = time.perf_counter() - started
-    save("final", state)
+    with peers():
+        save("final", state)
     summary = _summary(setup, state, stop_reason)
-    write_json_atomic(summary_file, summary)
+    if setup.assembly.parallel.is_main:
+        write_json_atomic(summary_file, summary)
     metrics.close(completed=True)  # trackers get summary.json and the best meta.json
     return summary
 
 
 def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: list[dict],
-                         num_units: int, amp=contextlib.nullcontext, *,
-                         inject_nan: bool = False) -> tuple[torch.Tensor, dict]:
+                         num_units: int, amp=contextlib.nullcontext, *, inject_nan: bool = False,
+                         parallel: Parallel | None = None, module: nn.Module | None = None) -> tuple[torch.Tensor, dict]:
     """Backpropagate each micro-batch's summed loss divided by the step's units; return the loss sum and extras.
 
     Extras are an objective's extra metrics (DPO rewards), summed over units like the loss and
-    returned as means over the step's units.
+    returned as means over the step's units. Under DDP / FSDP (`parallel`, `module`) `num_units`
+    counts every rank's units; gradients sync on the last micro-batch only, and the loss is scaled
+    by the number of ranks, which DDP and FSDP average over. The returned sums cover every rank.
     """
     step_loss_sum = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
     extras: dict[str, torch.Tensor] = {}
-    for batch in micro_batches:
-        with amp():
-            result = objective(model, batch)
-        loss_sum = result.loss_sum
-        if inject_nan:  # debug.inject_nan_at_step: poison this step once
-            loss_sum = loss_sum * float("nan")
-        auxiliary = result.metrics.get(AUXILIARY_LOSS)  # a model's own losses (MoE router): trained, reported apart
-        ((loss_sum if auxiliary is None else loss_sum + auxiliary) / num_units).backward()
+    ranks = parallel.world_size if parallel is not None else 1
+    for index, batch in enumerate(micro_batches):
+        sync = parallel.no_sync(module, last=index == len(micro_batches) - 1) if parallel else contextlib.nullcontext()
+        with sync:
+            with amp():
+                result = module(batch) if module is not None else objective(model, batch)
+            loss_sum = result.loss_sum
+            if inject_nan:  # debug.inject_nan_at_step: poison this step once
+                loss_sum = loss_sum * float("nan")
+            auxiliary = result.metrics.get(AUXILIARY_LOSS)  # a model's own losses (MoE router): trained, reported apart
+            scaled = (loss_sum if auxiliary is None else loss_sum + auxiliary) / num_units
+            (scaled * ranks if ranks > 1 else scaled).backward()
         step_loss_sum += loss_sum.detach().double()
         for name, value in result.metrics.items():  # sums over units, like the loss
             extras[name] = extras.get(name, 0) + value.detach().double() / num_units
+    if ranks > 1:
+        step_loss_sum = parallel.sum(step_loss_sum)
+        extras = {name: parallel.sum(value) for name, value in sorted(extras.items())}
     return step_loss_sum, extras
 
 
@@ -340,7 +368,8 @@ def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState | No
     if path is None:
         return None
     state = _load_state(setup, path)
-    truncate_after_step(setup.run_dir / "metrics.jsonl", state.step)
+    if setup.assembly.parallel.is_main:
+        truncate_after_step(setup.run_dir / "metrics.jsonl", state.step)
     console.print(f"resuming from {path} at step {state.step}/{setup.total_steps}")
     return state
 
@@ -349,8 +378,12 @@ def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     checkpoint = load_checkpoint(path)
     setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
     trainer_state = checkpoint.load_trainer_state()
-    setup.optimizer.load_state_dict(trainer_state["optimizer"])
-    restore_rng_state(trainer_state["rng"])
+    setup.optimizer.load_state_dict(sharded_optimizer_state(trainer_state["optimizer"], setup.optimizer))
+    rank, rngs = setup.assembly.parallel.rank, trainer_state.get("rng_ranks") or [trainer_state["rng"]]
+    if rank < len(rngs):
+        restore_rng_state(rngs[rank])
+    else:  # more ranks than saved: a fresh stream of its own, a function of (seed, step, rank)
+        torch.manual_seed(setup.config.run.seed + 1_000_003 * rank + trainer_state["train_state"]["step"])
     return TrainState.from_saved(trainer_state["train_state"], setup.objective)
 
 
@@ -406,9 +439,12 @@ def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFa
 
 
 def _evaluate(setup: TrainingSetup, amp) -> dict[str, dict]:
+    """Every validation split; every rank evaluates all of it (FSDP needs every rank in each forward)."""
     cfg = setup.config.training
-    return {split: evaluate(setup.model, sets, setup.objective, batch_size=cfg.batch_size,
-                            device=setup.device, max_batches=cfg.eval_max_batches, autocast=amp)
+    module = setup.assembly.module
+    call = module if module is not None and setup.assembly.parallel.strategy == "fsdp" else None
+    return {split: evaluate(setup.model, sets, setup.objective, batch_size=cfg.batch_size, device=setup.device,
+                            max_batches=cfg.eval_max_batches, autocast=amp, call=call)
             for split, sets in setup.val_sets.items()}
 
 
@@ -433,16 +469,37 @@ def _track_best(state: TrainState, split: str, objective: Objective) -> bool:
 
 def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOut, kind: str,
           state: TrainState) -> Path:
-    """Write a periodic, best or final checkpoint with everything a resume needs, and log it."""
+    """Write a periodic, best or final checkpoint with everything a resume needs, and log it.
+
+    The write is atomic: a rank that dies mid-save (see `lost_peers`) leaves the previous
+    checkpoint the one a re-run resumes from.
+    """
+    return _write_checkpoint(setup, manager, metrics, kind, state)
+
+
+def _write_checkpoint(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOut, kind: str,
+                      state: TrainState) -> Path:
+    """The save itself: collectives on every rank, then rank 0 writes atomically."""
     val = state.last_val.get(setup.best_split, {})
     meta = {**setup.meta, "step": state.step,
             "epoch": round(state.micro_batch / setup.train_batches.batches_per_epoch, 4),
             "val_loss": val.get("loss"), "val_ppl": val.get("ppl"),
             "stage": setup.config.stage, "learning_rate": setup.config.training.learning_rate}
-    trainer_state = {"optimizer": setup.optimizer.state_dict(),
+    parallel = setup.assembly.parallel
+    # Collectives first, on every rank alike: FSDP shards gathered whole, each rank's RNG state.
+    weights = setup.assembly.checkpoint_weights(kind)
+    optimizer_state = full_state(setup.optimizer.state_dict())
+    rngs = parallel.gather(capture_rng_state())
+    if not parallel.is_main:
+        parallel.barrier()  # rank 0 writes; every rank leaves the save together
+        return setup.run_dir
+    trainer_state = {"optimizer": optimizer_state,
                      "scheduler": {"step": state.step - setup.initial_state.step + setup.schedule_offset},
-                     "scaler": {}, "rng": capture_rng_state(), "train_state": dataclasses.asdict(state)}
-    payload = dict(**setup.assembly.checkpoint_weights(kind), hf_config=setup.hf_config, meta=meta,
+                     "scaler": {}, "rng": rngs[0], "train_state": dataclasses.asdict(state)}
+    if parallel.distributed:
+        trainer_state["rng_ranks"] = rngs
+        meta["world_size"] = parallel.world_size
+    payload = dict(**weights, hf_config=setup.hf_config, meta=meta,
                    trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir,
                    generation_config=setup.generation_config)
     if setup.config.debug.kill_during_save_at_step == state.step:
@@ -452,6 +509,7 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOu
     else:
         path = manager.save_best(**payload) if kind == "best" else manager.save_final(**payload)
     metrics.write({"event": "checkpoint", "step": state.step, "kind": kind, "path": str(path)})
+    parallel.barrier()
     return path
 
 

@@ -17,15 +17,17 @@ from pathlib import Path
 
 import yaml
 
+from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.config.loading import config_to_dict, diff_configs, save_resolved_config
 from tempering.config.schema import Config
 from tempering.errors import UserError
+from tempering.ranks import on_main_process
 from tempering.tracking.console import console
 from tempering.tracking.fanout import check_tracking_packages
 from tempering.tracking.run_lock import LOCK_FILE, lock_run_dir, unlock_run_dir
 
 # Keys that may change between a run and its resumption without changing its results.
-RESUMABLE_KEYS = {"training.device", "training.log_steps"}
+RESUMABLE_KEYS = {"training.device", "training.log_steps", "training.strategy", "training.fsdp.reshard_after_forward"}
 RESUMABLE_SECTIONS = ("debug.", "tracking.")  # fault injection (a test kills, then resumes without it); trackers
 
 
@@ -44,7 +46,15 @@ _last_opened: Path | None = None
 
 
 def prepare_run_dir(config: Config, *, restart: bool) -> Path:
-    """Create or reopen `run.save_dir` and lock it for this process; refuse to mix two runs in one directory."""
+    """Create or reopen `run.save_dir` and lock it for this process; refuse to mix two runs in one directory.
+
+    Under a launcher rank 0 does it all (and repairs interrupted saves); the others get its
+    answer, or its refusal.
+    """
+    return on_main_process(lambda: _open_run_dir(config, restart))
+
+
+def _open_run_dir(config: Config, restart: bool) -> Path:
     if config.run.save_dir is None:
         raise UserError("no run directory: give --save-dir DIR (or run.save_dir in the config)")
     check_tracking_packages(config)  # a tracker asked for but not installed fails before anything is written
@@ -75,7 +85,20 @@ def prepare_run_dir(config: Config, *, restart: bool) -> Path:
         save_resolved_config(config, save_dir)
     except OSError as exc:
         raise UserError(f"cannot write to run.save_dir {save_dir}: {exc.strerror}") from None
+    recover_interrupted_saves(save_dir)
     return save_dir
+
+
+def frozen_choice(config: Config, key: str):
+    """The value an existing run in `run.save_dir` froze for `key` (an `auto` resolved at its start), if any."""
+    if config.run.save_dir is None:
+        return None
+    frozen = Path(config.run.save_dir) / "config.yaml"
+    try:
+        value = _lookup(yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}, key)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
+        return None
+    return None if value == "auto" else value
 
 
 def last_opened_run_dir() -> Path | None:

@@ -17,13 +17,15 @@ from tempering.training.objective import Objective
 @torch.no_grad()
 def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: int, device: torch.device,
              max_batches: int | None = None,
-             autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict:
+             autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+             call: Callable | None = None) -> dict:
     """Unit-weighted mean loss (and perplexity where it means something) over every batch of every set, in order.
 
     A set is anything with `eval_batches(batch_size)` yielding numpy batch dicts;
     `max_batches` caps the batches per set. The result holds `loss`, `ppl` when the
     objective has one, the number of units under the objective's unit name (`tokens`,
-    `pairs`, ...), and the objective's extra metrics as means per unit.
+    `pairs`, ...), and the objective's extra metrics as means per unit. `call(batch)`, when
+    given, computes a batch's loss instead of `objective(model, batch)` (FSDP's wrapped module).
     """
     was_training = model.training
     model.eval()
@@ -36,7 +38,7 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
                 break
             tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if isinstance(v, np.ndarray)}
             with autocast():
-                result = objective(model, tensors)
+                result = call(tensors) if call is not None else objective(model, tensors)
             total_loss += result.loss_sum.double()
             total_units += int(result.num_units)
             for name, value in result.metrics.items():
