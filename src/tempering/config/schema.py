@@ -26,8 +26,8 @@ class Section(BaseModel):
 class RunConfig(Section):
     """Where the run writes and how it is named."""
 
-    name: str = Field("run", description="Run name; fills {run_name} placeholders.")
-    save_dir: Path | None = Field(None, description="Run directory: config.yaml, metrics.jsonl, checkpoints/, best/, final/.")
+    name: str = Field("run", description="Run name (a top-level run_name in a config file means the same): names the run directory under paths.output_base and fills {run_name} placeholders. When not given: the save dir's folder name, else made from the stage, the preset or source model and the dataset names (pretrain-tiny-prose).")
+    save_dir: Path | None = Field(None, description="Run directory: config.yaml, metrics.jsonl, checkpoints/, best/, final/. Default: paths.output_base/run.name (paths.debug_base/run.name with debug.enabled) when paths.output_base is set.")
     seed: int = Field(1337, ge=0, le=2**63 - 1, description="Seed for initialisation, data order and sampling; a run is a function of (config, data, seed).")
 
 
@@ -235,9 +235,41 @@ class PrepConfig(Section):
     batch_size: int = Field(1000, gt=0, description="Documents per tokenizer batch.")
 
 
-class DebugConfig(Section):
-    """Switches for testing the engine's fault handling."""
+class PathsConfig(Section):
+    """Where runs go when no --save-dir is given."""
 
+    output_base: Path | None = Field(None, description="Parent folder of runs: a run without run.save_dir writes to output_base/run.name.")
+    debug_base: Path | None = Field(None, description="Parent folder of debug runs (debug.enabled); default output_base/debug.")
+
+
+class CheckpointingConfig(Section):
+    """Extra checkpoints besides the resumable ones (training.save_steps)."""
+
+    inference_checkpoint_steps: int | None = Field(None, description="Every N steps write inference_checkpoints/step-N/: weights, config.json, tokenizer and generation config only (no optimizer state), loadable by transformers. null or <= 0: none, and no folder.")
+
+
+class SlurmConfig(Section):
+    """`temper submit`: the sbatch job that runs this config on a SLURM cluster."""
+
+    partition: str | None = Field(None, description="Partition (sbatch --partition); the cluster's default when null.")
+    num_nodes: int = Field(1, ge=1, description="Nodes (sbatch --nodes); torchrun starts on each.")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (sbatch --gpus-per-node); one training process per GPU.")
+    processes_per_node: int | None = Field(None, ge=1, description="Training processes per node; default gpus_per_node, or 1 on CPU nodes.")
+    cpus_per_gpu: int | None = Field(None, ge=1, description="CPU cores per GPU (sbatch --cpus-per-gpu); on CPU nodes, cores per process.")
+    wall_time: str = Field("24:00:00", description="Time limit per job (sbatch --time: [D-]HH:MM:SS); the run checkpoints and requeues itself before it.")
+    signal_time_seconds: int = Field(300, ge=1, description="Seconds before the wall time at which SLURM sends SIGUSR1: the run checkpoints, exits and requeues.")
+    max_failures: int = Field(3, ge=0, description="Crashes (exit not caused by the signal) resubmitted before the job gives up.")
+    job_name: str | None = Field(None, description="Job name (sbatch --job-name); default the run name.")
+    extra_sbatch: list[str] = Field(default_factory=list, description="Extra #SBATCH lines, e.g. ['--account=proj', '--qos=high'].")
+    setup: list[str] = Field(default_factory=list, description="Shell lines run before training, e.g. ['module load cuda', 'source .venv/bin/activate'].")
+    master_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port on the first node.")
+
+
+class DebugConfig(Section):
+    """Switches for testing the engine's fault handling, and debug runs."""
+
+    enabled: bool = Field(False, description="A debug run: written under paths.debug_base instead of paths.output_base.")
+    override_existing: bool = Field(False, description="With debug.enabled: wipe an existing debug run of the same name instead of resuming it (never a non-debug run).")
     inject_nan_at_step: int | None = Field(None, gt=0, description="Make the loss non-finite at this step, once, to exercise recovery.")
     kill_during_save_at_step: int | None = Field(None, gt=0, description="SIGKILL the process halfway through writing this step's checkpoint, to exercise crash safety.")
     kill_at_step: int | None = Field(None, gt=0, description="SIGKILL one process (rank debug.kill_rank) right after this optimizer step, before any save: a crash mid-run.")
@@ -288,3 +320,7 @@ class Config(Section):
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+    paths: PathsConfig = Field(default_factory=PathsConfig, description="Where runs go without --save-dir.")
+    checkpointing: CheckpointingConfig = Field(default_factory=CheckpointingConfig, description="Inference checkpoints.")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig, description="SLURM submission (temper submit).")
+    offline: bool = Field(False, description="No network: set the offline switches of Hugging Face (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE) and W&B (WANDB_MODE=offline), for compute nodes without internet.")

@@ -71,7 +71,7 @@ def _open_run_dir(config: Config, restart: bool) -> Path:
     frozen = save_dir / "config.yaml"
     if frozen.exists():
         _check_same_run(frozen, config)
-    elif save_dir.exists() and any(p.name not in ("logs", LOCK_FILE) for p in save_dir.iterdir()):
+    elif save_dir.exists() and any(p.name not in ("logs", "slurm", LOCK_FILE) for p in save_dir.iterdir()):
         raise UserError(f"run.save_dir {save_dir} already holds files but no config.yaml, so it is not a "
                         "Tempering run; choose another --save-dir")
     start = _Start(save_dir, {p.name for p in save_dir.iterdir()} if save_dir.exists() else None,
