@@ -190,8 +190,11 @@ def _split_paths_and_overrides(args: argparse.Namespace, attr: str) -> None:
 def _load(args: argparse.Namespace, flags: list[Flag], stage: str, extra: tuple | list = ()):
     """The config: file, then the stage and `extra`, then flags, then explicit overrides."""
     from tempering.config import load_config
+    from tempering.offline import apply_offline_switches
 
-    return load_config(args.config, [f"stage={stage}", *extra, *_overrides_from(args, flags)])
+    config = load_config(args.config, [f"stage={stage}", *extra, *_overrides_from(args, flags)])
+    apply_offline_switches(config.offline)
+    return config
 
 
 # ---------------------------------------------------------------- commands

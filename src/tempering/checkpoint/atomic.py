@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from tempering.checkpoint.paths import OLD_PREFIX, PERIODIC_DIR
+from tempering.checkpoint.paths import INFERENCE_DIR, OLD_PREFIX, PERIODIC_DIR
 from tempering.errors import UserError
 from tempering.ranks import is_main_process
 
@@ -95,7 +95,7 @@ def recover_interrupted_saves(run_dir: Path) -> list[str]:
     if not is_main_process():
         return []
     repairs = []
-    for folder in (Path(run_dir), Path(run_dir) / PERIODIC_DIR):
+    for folder in (Path(run_dir), Path(run_dir) / PERIODIC_DIR, Path(run_dir) / INFERENCE_DIR):
         if folder.is_dir():
             repairs += _recover_folder(folder)
     return repairs

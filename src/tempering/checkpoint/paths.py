@@ -30,6 +30,7 @@ TOKENIZER_FILES = (
 )
 
 PERIODIC_DIR = "checkpoints"
+INFERENCE_DIR = "inference_checkpoints"  # weights, config, tokenizer only: for evaluation and serving, never resumed
 BEST_DIR = "best"
 FINAL_DIR = "final"
 # A checkpoint being replaced is parked under this prefix (see atomic.py); readers may use it

@@ -202,8 +202,13 @@ def start_backend(name: str, config: Config, run_dir: Path, identity: RunIdentit
     from tempering.tracking.wandb_backend import WandbBackend
 
     return WandbBackend(run_dir, project=tracking.wandb_project, name=tracking.wandb_name or identity.run_name,
-                        tags=tracking.wandb_tags, mode=tracking.wandb_mode, config=config_to_dict(config),
+                        tags=tracking.wandb_tags, mode=wandb_mode(config), config=config_to_dict(config),
                         run_id=run_id)
+
+
+def wandb_mode(config: Config) -> str:
+    """W&B's mode: tracking.wandb_mode, but always offline when the config says `offline: true`."""
+    return "offline" if config.offline else config.tracking.wandb_mode
 
 
 def _describe(backend: Backend, config: Config, run_dir: Path) -> str:
@@ -213,7 +218,7 @@ def _describe(backend: Backend, config: Config, run_dir: Path) -> str:
         from tempering.tracking.mlflow_backend import default_tracking_uri
 
         return f"MLflow run {backend.run_id} ({config.tracking.mlflow_tracking_uri or default_tracking_uri(run_dir)})"
-    return f"W&B {config.tracking.wandb_mode} run {backend.run_id} ({run_dir / 'wandb'})"
+    return f"W&B {wandb_mode(config)} run {backend.run_id} ({run_dir / 'wandb'})"
 
 
 def _read_state(run_dir: Path) -> dict:

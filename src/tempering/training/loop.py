@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tempering.checkpoint.io import load_checkpoint
+from tempering.checkpoint.io import load_checkpoint, save_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
+from tempering.checkpoint.paths import INFERENCE_DIR, step_dir_name
 from tempering.checkpoint.resolution import cache_file_path
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
@@ -254,6 +255,9 @@ def train(setup: TrainingSetup) -> dict:
                 epoch_loss.zero_()
                 epoch_units = 0
 
+            every = setup.config.checkpointing.inference_checkpoint_steps
+            if every and every > 0 and state.step % every == 0:
+                _save_inference(setup, metrics, state)
             saving = bool(cfg.save_steps and state.step % cfg.save_steps == 0)
             stopping = parallel.any(stop.received is not None, device)  # a signal to any rank stops them all
             if saving or stopping:
@@ -511,6 +515,19 @@ def _write_checkpoint(setup: TrainingSetup, manager: CheckpointManager, metrics:
     metrics.write({"event": "checkpoint", "step": state.step, "kind": kind, "path": str(path)})
     parallel.barrier()
     return path
+
+
+def _save_inference(setup: TrainingSetup, metrics: RecordFanOut, state: TrainState) -> Path:
+    """inference_checkpoints/step-N: weights (LoRA merged), config.json, tokenizer, generation config; no optimizer."""
+    weights = setup.assembly.checkpoint_weights("final")  # collectives: every rank calls it
+    target = setup.run_dir / INFERENCE_DIR / step_dir_name(state.step)
+    if setup.assembly.parallel.is_main:
+        save_checkpoint(target, weights=weights["weights"], hf_config=setup.hf_config,
+                        meta={**setup.meta, "step": state.step, "stage": setup.config.stage, "kind": "inference"},
+                        tokenizer_dir=setup.tokenizer_dir, generation_config=setup.generation_config)
+        metrics.write({"event": "checkpoint", "step": state.step, "kind": "inference", "path": str(target)})
+    setup.assembly.parallel.barrier()
+    return target
 
 
 def _val_line(val: dict) -> str:

@@ -61,6 +61,8 @@ def _open_run_dir(config: Config, restart: bool) -> Path:
     save_dir = Path(config.run.save_dir)
     if save_dir.exists() and not save_dir.is_dir():
         raise UserError(f"run.save_dir {save_dir} is a file, not a directory; choose another --save-dir")
+    if config.debug.enabled and config.debug.override_existing:
+        _wipe_debug_run(save_dir)
     moved_aside = None
     if restart and save_dir.exists() and any(save_dir.iterdir()):
         lock_run_dir(save_dir)  # refuses while another process trains there
@@ -87,6 +89,24 @@ def _open_run_dir(config: Config, restart: bool) -> Path:
         raise UserError(f"cannot write to run.save_dir {save_dir}: {exc.strerror}") from None
     recover_interrupted_saves(save_dir)
     return save_dir
+
+
+def _wipe_debug_run(save_dir: Path) -> None:
+    """debug.override_existing: delete a previous debug run in `save_dir`; refuse to touch anything else."""
+    if not save_dir.exists() or not any(save_dir.iterdir()):
+        return
+    frozen = save_dir / "config.yaml"
+    try:
+        previous = yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        previous = {}
+    if not (isinstance(previous, dict) and (previous.get("debug") or {}).get("enabled") is True):
+        raise UserError(f"debug.override_existing: {save_dir} is not a debug run (its config.yaml does not say "
+                        "debug.enabled: true), so it is left alone; choose another run.name or --save-dir")
+    lock_run_dir(save_dir)  # refuses while another process trains there
+    unlock_run_dir(save_dir)
+    shutil.rmtree(save_dir)
+    console.print(f"debug.override_existing: removed the previous debug run in {save_dir}")
 
 
 def frozen_choice(config: Config, key: str):
