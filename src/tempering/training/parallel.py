@@ -237,11 +237,11 @@ def start_parallel(strategy: str, reshard_after_forward: bool = True, timeout_mi
     `timeout_minutes` bounds every collective, so a rank that died never hangs the others forever.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    launched = world_size > 1
+    launched = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun, even with one process
     if strategy == "auto":
-        strategy = "ddp" if launched else "single"
+        strategy = "ddp" if world_size > 1 else "single"
     if strategy == "single":
-        if launched:
+        if world_size > 1:
             raise UserError(f"training.strategy is single but the launcher started {world_size} processes; use "
                             "training.strategy=ddp or fsdp (auto picks ddp under torchrun)")
         return Parallel()
