@@ -29,7 +29,7 @@ import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
-from _common import machine_description, prepare_shards  # noqa: E402
+from _common import flops_per_token_of, machine_description, prepare_shards  # noqa: E402
 
 VOCAB = 32000
 # Llama-style shapes at a 32k vocabulary: ~134M and ~1.1B parameters (counted in the report).
@@ -89,7 +89,7 @@ def measure(args) -> dict:
     for name in args.models:
         spec = MODELS[name]
         arch = architecture(spec)
-        per_token = training_flops_per_token(arch, spec["seq_len"])
+        per_token = flops_per_token_of(arch, spec["seq_len"])
         rows = {}
         for row in args.rows:
             run_dir = args.work / "runs" / f"{name}-{row}-{int(time.time())}"
@@ -171,7 +171,13 @@ def summarise(steps: list[dict], warmup: int, flops_per_token: float, peak: floa
 def hf_row(spec: dict) -> None:
     """HF Trainer on LlamaForCausalLM (SDPA) over random windows, timing each optimizer step."""
     from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     times: list[float] = []
 
@@ -207,25 +213,18 @@ def architecture(spec: dict):
 
 def hf_config(arch) -> dict:
     """The transformers LlamaConfig fields for `arch` (Tempering's own translation)."""
-    from tempering.models.registry import find_preset
     from tempering.models.family import SpecialTokenIds
+    from tempering.models.registry import get_family
 
-    family = find_preset("tiny")[0]
-    config = family.to_hf_config(arch, dropout=0.0, special=SpecialTokenIds(bos_id=1, eos_ids=(2,), pad_id=0))
+    config = get_family("llama").to_hf_config(arch, dropout=0.0, special=SpecialTokenIds(bos_id=1, eos_ids=(2,), pad_id=0))
     return {k: v for k, v in config.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype",
                                                          "transformers_version")}
 
 
 def parameter_count(arch) -> int:
-    from tempering.models.registry import find_preset
+    from tempering.models.registry import get_family
 
-    return find_preset("tiny")[0].count_parameters(arch)
-
-
-def training_flops_per_token(arch, seq_len: int) -> float:
-    """6·N over matmul parameters (blocks and output head) + 12·L·d·T for attention scores and values."""
-    per_layer = arch.d_model * arch.head_dim * (2 * arch.n_heads + 2 * arch.n_kv_heads) + 3 * arch.d_model * arch.d_ff
-    return 6 * (arch.n_layers * per_layer + arch.vocab_size * arch.d_model) + 12 * arch.n_layers * arch.d_model * seq_len
+    return get_family("llama").count_parameters(arch)
 
 
 def peak_flops(device: str) -> float:
