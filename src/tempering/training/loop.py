@@ -255,7 +255,7 @@ def train(setup: TrainingSetup) -> dict:
                 epoch_units = 0
 
             saving = bool(cfg.save_steps and state.step % cfg.save_steps == 0)
-            stopping = parallel.any(stop.received is not None, device)  # a signal to any rank stops them all
+            stopping = parallel.any(stop.requested(), device)  # a signal (or stop file) on any rank stops them all
             if saving or stopping:
                 state.elapsed_s = time.perf_counter() - started
                 save("periodic", state)
