@@ -263,6 +263,7 @@ class SlurmConfig(Section):
     extra_sbatch: list[str] = Field(default_factory=list, description="Extra #SBATCH lines, e.g. ['--account=proj', '--qos=high'].")
     setup: list[str] = Field(default_factory=list, description="Shell lines run before training, e.g. ['module load cuda', 'source .venv/bin/activate'].")
     master_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port on the first node.")
+    python: str | None = Field(None, description="Python that runs training on the nodes (default: the one running temper submit; python to take it from PATH after slurm.setup).")
 
 
 class DebugConfig(Section):
