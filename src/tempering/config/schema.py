@@ -265,6 +265,14 @@ class SlurmConfig(Section):
     master_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port on the first node.")
     python: str | None = Field(None, description="Python that runs training on the nodes (default: the one running temper submit; python to take it from PATH after slurm.setup).")
 
+    @field_validator("wall_time", mode="before")
+    @classmethod
+    def _quoted_wall_time(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 24:00:00 as 86400
+            raise ValueError(f"slurm.wall_time must be text in quotes, e.g. \"24:00:00\" or \"30\" (minutes); "
+                             f"YAML read the number {value}")
+        return value
+
 
 class DebugConfig(Section):
     """Switches for testing the engine's fault handling, and debug runs."""

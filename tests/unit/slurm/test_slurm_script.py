@@ -128,3 +128,13 @@ def test_processes_per_node_defaults_to_the_gpus_or_one(tmp_path):
     assert count() == 1
     assert count("slurm.gpus_per_node=8") == 8
     assert count("slurm.gpus_per_node=8", "slurm.processes_per_node=2") == 2
+
+
+def test_an_unquoted_wall_time_is_refused_with_the_fix(tmp_path):
+    """YAML 1.1 reads 24:00:00 as the number 86400; say so instead of 'not a valid string'."""
+    config = tmp_path / "job.yaml"
+    config.write_text("slurm:\n  wall_time: 24:00:00\n")
+    with pytest.raises(UserError) as refused:
+        load_config(config)
+    assert 'slurm.wall_time must be text in quotes, e.g. "24:00:00"' in str(refused.value)
+    assert "86400" in str(refused.value)
