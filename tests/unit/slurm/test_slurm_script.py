@@ -130,11 +130,19 @@ def test_processes_per_node_defaults_to_the_gpus_or_one(tmp_path):
     assert count("slurm.gpus_per_node=8", "slurm.processes_per_node=2") == 2
 
 
-def test_an_unquoted_wall_time_is_refused_with_the_fix(tmp_path):
-    """YAML 1.1 reads 24:00:00 as the number 86400; say so instead of 'not a valid string'."""
+@pytest.mark.parametrize(("written", "read"), [("24:00:00", "1-00:00:00"), ("1:30:00", "01:30:00"),
+                                               ("48:00:00", "2-00:00:00"), ("'30'", "30")])
+def test_an_unquoted_wall_time_is_read_as_the_clock_time_it_was(tmp_path, written, read):
+    """YAML 1.1 reads 24:00:00 as the number 86400; it is turned back into a time sbatch reads alike."""
     config = tmp_path / "job.yaml"
-    config.write_text("slurm:\n  wall_time: 24:00:00\n")
+    config.write_text(f"slurm:\n  wall_time: {written}\n")
+    assert load_config(config).slurm.wall_time == read
+    assert load_config(None, [f"slurm.wall_time={written}"]).slurm.wall_time == read  # a command-line override
+
+
+def test_a_short_unquoted_wall_time_is_ambiguous_and_refused(tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text("slurm:\n  wall_time: 30\n")  # sbatch would read minutes, YAML 45:00 would give 2700
     with pytest.raises(UserError) as refused:
         load_config(config)
-    assert 'slurm.wall_time must be text in quotes, e.g. "24:00:00"' in str(refused.value)
-    assert "86400" in str(refused.value)
+    assert 'slurm.wall_time must be text in quotes, e.g. "30" (minutes)' in str(refused.value)
