@@ -89,16 +89,18 @@ def test_wall_time_signal_checkpoints_requeues_and_the_requeued_job_finishes_bit
     run = tmp_path / "main run 'q' %x"  # quoting through sbatch, bash, srun and torchrun
     job_id = submit(cluster, workspace, run, f"training.max_steps={steps}", f"slurm.wall_time={WALL_TIME}",
                     f"slurm.signal_time_seconds={SIGNAL_SECONDS}")
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "tempering",
-         "pretrain", "--config", str(run / "slurm" / "config.yaml"), f"run.save_dir={tmp_path / 'reference'}"],
-        env={**os.environ, **ENV, "PYTHONHASHSEED": "0", "TEMPERING_CACHE_DIR": str(TEST_CACHE_DIR)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reference_log = tmp_path / "reference.log"  # a file, not a pipe nobody reads while the job runs
+    with reference_log.open("w") as log:
+        reference = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "tempering",
+             "pretrain", "--config", str(run / "slurm" / "config.yaml"), f"run.save_dir={tmp_path / 'reference'}"],
+            env={**os.environ, **ENV, "PYTHONHASHSEED": "0", "TEMPERING_CACHE_DIR": str(TEST_CACHE_DIR)},
+            stdout=log, stderr=subprocess.STDOUT)
 
     ended = cluster.wait_until_ended(job_id, timeout=600)
-    _, reference_err = reference.communicate(timeout=600)
+    reference.wait(timeout=600)
     out, err = job_log(run, job_id)
-    assert reference.returncode == 0, reference_err
+    assert reference.returncode == 0, reference_log.read_text()
     assert ended["JobState"] == "COMPLETED" and ended["Restarts"] == "1", (ended, out, err)
     assert job_id in cluster.released
     stops = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "preempted"]
