@@ -408,6 +408,15 @@ def cmd_dpo(args: argparse.Namespace) -> None:
     run_dpo(_load(args, DPO_FLAGS, "dpo"), cli_checkpoint=args.checkpoint, restart=args.restart)
 
 
+def cmd_submit(args: argparse.Namespace) -> None:
+    """Submit the config's stage to SLURM as a batch job that requeues itself until training ends."""
+    from tempering.config import load_config
+    from tempering.slurm.submit import submit
+
+    _split_paths_and_overrides(args, "data")
+    submit(load_config(args.config, _overrides_from(args, SUBMIT_FLAGS)), dry_run=args.dry_run)
+
+
 def cmd_inspect_data(args: argparse.Namespace) -> None:
     """Render chat examples as the model sees them."""
     from tempering.checkpoint.io import load_checkpoint
@@ -521,6 +530,26 @@ def build_parser() -> argparse.ArgumentParser:
         _add_restart(stage)
         _add_config_arguments(stage, flags)
         stage.set_defaults(func=func)
+
+    submit = commands.add_parser(
+        "submit", help="Run a config on a SLURM cluster: an sbatch job that checkpoints before its wall time, "
+                       "requeues itself and resumes until training ends.",
+        description="Resolve the config (its `stage` key picks pretrain, post_train, sft or dpo), write it to "
+                    "RUN_DIR/slurm/config.yaml and an sbatch script built from the slurm.* keys to "
+                    "RUN_DIR/slurm/job.sh, and sbatch it; prints the job id. The job runs srun + torchrun on "
+                    "slurm.num_nodes nodes (slurm.processes_per_node each). slurm.signal_time_seconds before "
+                    "slurm.wall_time, training writes a checkpoint and the job requeues itself (or, where that "
+                    "is refused, submits a copy that starts after it); the next job resumes from that "
+                    "checkpoint. A crash is resubmitted up to slurm.max_failures times (counted in "
+                    "RUN_DIR/slurm/failure_count, reset by each submit), then the job stops with the reason in "
+                    "RUN_DIR/slurm/slurm-JOBID.out and .err. Exit status 2 when sbatch is missing or refuses "
+                    "the job.")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="Print the job script; write nothing and submit nothing (sbatch not needed).")
+    submit.add_argument("--data", nargs="+", action="extend", metavar="PATH",
+                        help="Training data: shard dirs or raw files/dirs/globs (repeatable) [data.datasets].")
+    _add_config_arguments(submit, SUBMIT_FLAGS)
+    submit.set_defaults(func=cmd_submit)
 
     inspect = commands.add_parser("inspect-data", help="Show chat examples as the model will see them, trained "
                                   "spans highlighted, with length, truncation and packing statistics.")
@@ -643,6 +672,7 @@ CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else
 
 
 PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS]
+SUBMIT_FLAGS = [Flag("--save-dir", "run.save_dir", str, "DIR")]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:

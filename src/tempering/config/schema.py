@@ -256,13 +256,28 @@ class SlurmConfig(Section):
     gpus_per_node: int = Field(0, ge=0, description="GPUs per node (sbatch --gpus-per-node); one training process per GPU.")
     processes_per_node: int | None = Field(None, ge=1, description="Training processes per node; default gpus_per_node, or 1 on CPU nodes.")
     cpus_per_gpu: int | None = Field(None, ge=1, description="CPU cores per GPU (sbatch --cpus-per-gpu); on CPU nodes, cores per process.")
-    wall_time: str = Field("24:00:00", description="Time limit per job (sbatch --time: [D-]HH:MM:SS); the run checkpoints and requeues itself before it.")
+    wall_time: str = Field("24:00:00", description="Time limit per job (sbatch --time: [D-]HH:MM:SS, or MM in quotes); the run checkpoints and requeues itself before it.")
     signal_time_seconds: int = Field(300, ge=1, description="Seconds before the wall time at which SLURM sends SIGUSR1: the run checkpoints, exits and requeues.")
     max_failures: int = Field(3, ge=0, description="Crashes (exit not caused by the signal) resubmitted before the job gives up.")
     job_name: str | None = Field(None, description="Job name (sbatch --job-name); default the run name.")
     extra_sbatch: list[str] = Field(default_factory=list, description="Extra #SBATCH lines, e.g. ['--account=proj', '--qos=high'].")
     setup: list[str] = Field(default_factory=list, description="Shell lines run before training, e.g. ['module load cuda', 'source .venv/bin/activate'].")
     master_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port on the first node.")
+    python: str | None = Field(None, description="Python that runs training on the nodes (default: the one running temper submit; python to take it from PATH after slurm.setup).")
+
+    @field_validator("wall_time", mode="before")
+    @classmethod
+    def _wall_time_text(cls, value):
+        # Unquoted, YAML 1.1 reads 24:00:00 as 86400 (seconds): read such numbers back. A smaller one
+        # may be sbatch's bare minutes or YAML's MM:SS, so it must be quoted.
+        if isinstance(value, bool) or not isinstance(value, int):
+            return value
+        if value < 3600:
+            raise ValueError(f"slurm.wall_time must be text in quotes, e.g. \"30\" (minutes) or \"45:00\"; "
+                             f"YAML read the number {value}")
+        days, rest = divmod(value, 86400)
+        clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+        return f"{days}-{clock}" if days else clock
 
 
 class DebugConfig(Section):

@@ -259,7 +259,7 @@ def train(setup: TrainingSetup) -> dict:
             if every and every > 0 and state.step % every == 0:
                 _save_inference(setup, metrics, state)
             saving = bool(cfg.save_steps and state.step % cfg.save_steps == 0)
-            stopping = parallel.any(stop.received is not None, device)  # a signal to any rank stops them all
+            stopping = parallel.any(stop.requested(), device)  # a signal (or stop file) on any rank stops them all
             if saving or stopping:
                 state.elapsed_s = time.perf_counter() - started
                 save("periodic", state)

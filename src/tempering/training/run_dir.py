@@ -28,7 +28,7 @@ from tempering.tracking.run_lock import LOCK_FILE, lock_run_dir, unlock_run_dir
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = {"training.device", "training.log_steps", "training.strategy", "training.fsdp.reshard_after_forward"}
-RESUMABLE_SECTIONS = ("debug.", "tracking.")  # fault injection (a test kills, then resumes without it); trackers
+RESUMABLE_SECTIONS = ("debug.", "tracking.", "slurm.")  # fault injection (a test kills, then resumes without it); trackers; the job's resources
 
 
 @dataclass
