@@ -33,11 +33,12 @@ def character_sizes(pieces: list[str]) -> list[int]:
 
 
 def chunk_text(text: str, max_size: int, sizes_of: Sizes = character_sizes) -> list[str]:
-    """`text` cut into chunks of at most `max_size` (by `sizes_of`), never inside a word; empty chunks dropped."""
+    """`text` cut into chunks of at most `max_size` (by `sizes_of`), never inside a word, edges stripped; or [text] if it fits."""
     fits = len(text) <= max_size if sizes_of is character_sizes else \
         len(text) <= MAX_MEASURED_CHARS and sizes_of([text])[0] <= max_size
-    chunks = [text] if fits else _chunks(text, max_size, sizes_of, level=0)
-    return [chunk for chunk in (chunk.strip() for chunk in chunks) if chunk]
+    if fits:  # unchanged, so a corpus whose documents all fit gives the same tokens as without chunking
+        return [text]
+    return [chunk for chunk in (chunk.strip() for chunk in _chunks(text, max_size, sizes_of, level=0)) if chunk]
 
 
 def _split(text: str, pattern: re.Pattern) -> list[str]:

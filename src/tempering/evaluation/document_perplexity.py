@@ -2,7 +2,8 @@
 
 Lives with evaluation, not in `data`, because it builds a model (`data` never imports `models`).
 Any family whose model gives `hidden_states(ids)` and an `lm_head` scores text. Each document
-is encoded with the checkpoint's own tokenizer, cut to its first `max_tokens` tokens, and
+is encoded with the checkpoint's own tokenizer, cut to its first `max_tokens` tokens (at most the
+model's context length), and
 predicted after an EOS (as in training, where documents follow one another after EOS). Batches
 are sorted by length to pad little; no gradients; bf16 autocast where the CPU or GPU computes
 bf16 natively. Logits are formed a few thousand rows at a time, never for a whole batch.
@@ -45,6 +46,8 @@ class DocumentPerplexity:
             self._loaded = load_model(self.checkpoint.path, device=pick_device(self.device_name))
             self.device = next(self._loaded.model.parameters()).device
             self.bf16 = _native_bf16(self.device)
+            context = self._loaded.family.context_length(self._loaded.arch)
+            self.max_tokens = min(self.max_tokens, context) if context else self.max_tokens
             tokenizer = self._loaded.tokenizer.tokenizer
             tokenizer.encode_special_tokens = True  # a document quoting "<|eos|>" is text
             tokenizer.no_padding()
