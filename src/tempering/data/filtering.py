@@ -25,6 +25,8 @@ from tempering.config.schema import PrepConfig, percentile_band
 from tempering.data.analysis import AnalysisTask, analyse_in_order
 from tempering.data.limits import SourceLimit, apply_limit, fraction_cap
 from tempering.data.near_dedup import (
+    BALANCED_FALSE_POSITIVE_WEIGHT,
+    VERIFIED_FALSE_POSITIVE_WEIGHT,
     MinHashParams,
     NearDedupIndex,
     derive_bands,
@@ -62,10 +64,12 @@ def needs_filtering(options: PrepConfig) -> bool:
 
 
 def minhash_params(options: PrepConfig) -> MinHashParams:
-    """Permutations, bands and rows: given, or derived from the threshold."""
+    """Permutations, bands and rows: given, or derived from the threshold (leaning to recall when pairs are verified)."""
     if options.near_dedup_bands is not None:
         return MinHashParams(options.minhash_perm, options.near_dedup_bands, options.near_dedup_rows)
-    return MinHashParams(options.minhash_perm, *derive_bands(options.near_dedup_threshold, options.minhash_perm))
+    weight = VERIFIED_FALSE_POSITIVE_WEIGHT if options.verify_jaccard else BALANCED_FALSE_POSITIVE_WEIGHT
+    return MinHashParams(options.minhash_perm, *derive_bands(options.near_dedup_threshold, options.minhash_perm,
+                                                             false_positive_weight=weight))
 
 
 def quality_thresholds(options: PrepConfig) -> QualityThresholds:
