@@ -27,6 +27,7 @@ from tempering.data.limits import SourceLimit, apply_limit, fraction_cap
 from tempering.data.near_dedup import (
     BALANCED_FALSE_POSITIVE_WEIGHT,
     VERIFIED_FALSE_POSITIVE_WEIGHT,
+    VERIFY_PARTNERS,
     MinHashParams,
     NearDedupIndex,
     derive_bands,
@@ -159,7 +160,7 @@ def _quality_stage(keep: np.ndarray, sources: np.ndarray, lengths: np.ndarray, p
 def _near_dedup_stage(keep: np.ndarray, sources: np.ndarray, lengths: np.ndarray, index: NearDedupIndex,
                       units: CorpusUnits, options: PrepConfig, progress: Progress) -> dict:
     counts = _counted(keep, sources, lengths, units.source_names)
-    first, second = index.candidate_pairs()
+    first, second = index.candidate_pairs(VERIFY_PARTNERS if options.verify_jaccard else 1)
     num_candidates = len(first)
     if options.verify_jaccard and num_candidates:
         similar = _verified(units, first, second, options.near_dedup_threshold, progress)

@@ -43,6 +43,8 @@ SEGMENT_CHARS = 1 << 20
 # little time, so only misses count (for 0.8 and 112 permutations: 14 bands x 8 rows, datatrove's).
 BALANCED_FALSE_POSITIVE_WEIGHT = 0.5
 VERIFIED_FALSE_POSITIVE_WEIGHT = 0.05
+# With an exact check, each document is checked against up to this many earlier documents sharing a band hash.
+VERIFY_PARTNERS = 32
 _POLY = np.uint64(0x100000001B3)  # odd, so invertible mod 2^64
 _MASK64 = (1 << 64) - 1
 _SPACE = 32
@@ -276,25 +278,32 @@ class NearDedupIndex:
         """Memory held by the index (band hashes and flags)."""
         return sum(piece.nbytes for piece in self._pieces) + sum(flags.nbytes for flags in self._eligible)
 
-    def candidate_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct (earlier, later) document index pairs that share a band: each later one with its band's first."""
+    def candidate_pairs(self, partners: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct (earlier, later) document index pairs that share a band hash.
+
+        Each document is paired with the `partners` documents before it among those sharing the
+        band's hash (1: a chain, which already connects every cluster; more: the pairs an exact
+        check needs, since two members can be similar while the run's first is not).
+        """
         hashes = np.concatenate(self._pieces) if self._pieces else np.zeros((0, self.params.bands), np.uint64)
         eligible = np.concatenate(self._eligible) if self._eligible else np.zeros(0, bool)
         indices = np.flatnonzero(eligible)
         firsts, seconds = [], []
         for band in range(self.params.bands):
             column = hashes[indices, band]
-            order = np.argsort(column, kind="stable")  # ties keep input order: a run starts at its first document
+            order = np.argsort(column, kind="stable")  # ties keep input order: earlier documents first
             values, members = column[order], indices[order]
-            run_start = np.concatenate([[True], values[1:] != values[:-1]])
-            run_first = members[np.flatnonzero(run_start)][np.cumsum(run_start) - 1]
-            duplicate = ~run_start
-            firsts.append(run_first[duplicate])
-            seconds.append(members[duplicate])
+            for offset in range(1, partners + 1):
+                same = values[offset:] == values[:-offset]
+                if not same.any():
+                    break
+                firsts.append(members[:-offset][same])
+                seconds.append(members[offset:][same])
         first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
         second = np.concatenate(seconds) if seconds else np.zeros(0, np.int64)
-        pairs = np.unique(first.astype(np.int64) * max(self.num_documents, 1) + second)
-        return pairs // max(self.num_documents, 1), pairs % max(self.num_documents, 1)
+        scale = max(self.num_documents, 1)
+        pairs = np.unique(first.astype(np.int64) * scale + second)
+        return pairs // scale, pairs % scale
 
     def removed(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Boolean mask of documents to remove: every member of a cluster but its first in input order."""

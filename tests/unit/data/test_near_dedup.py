@@ -112,3 +112,11 @@ def test_ineligible_documents_never_pair():
     index = NearDedupIndex(params)
     index.add(band_hashes([DOCUMENTS[0], DOCUMENTS[0]], params), np.array([True, False]))
     assert len(index.candidate_pairs()[0]) == 0
+
+
+def test_exact_checks_see_every_earlier_partner_in_a_band_not_just_the_first():
+    index = NearDedupIndex(MinHashParams(4, 2, 2))
+    hashes = np.array([[7, 1], [7, 2], [7, 3], [9, 4]], np.uint64)  # documents 0-2 share band 0
+    index.add(hashes, np.ones(4, bool))
+    assert [pair.tolist() for pair in index.candidate_pairs()] == [[0, 1], [1, 2]]  # a chain connects them
+    assert [pair.tolist() for pair in index.candidate_pairs(partners=32)] == [[0, 0, 1], [1, 2, 2]]
