@@ -1,7 +1,7 @@
 """Near-duplicate removal: accuracy on planted near-copies, and throughput against datatrove and datasketch.
 
     python benchmarks/near_dedup.py accuracy   [--originals 3000 --copies 1500]
-    python benchmarks/near_dedup.py throughput [--mb 5 --rounds 3]
+    python benchmarks/near_dedup.py throughput [--originals 3000 --copies 1500 --rounds 3]
 
 accuracy: originals are ~2,000-character chunks of the shared prose corpus (../shared/data/text,
 Python and kernel docs); each of `--copies` of them gets a mutated copy — word insertions,
@@ -14,7 +14,7 @@ of the pairs at or above the threshold removes. Reported: precision and recall o
 documents for `temper prep --near-dedup` at threshold 0.8, with and without --verify-jaccard, and
 per Jaccard bin the share of planted pairs that end up in one cluster.
 
-throughput: the same documents (whole documents of the shared prose corpus, `--mb` of text)
+throughput: the same documents (the planted corpus above: `--originals` + `--copies` chunks)
 through, alternating for `--rounds` rounds on one core (medians reported):
   tempering   signatures (near_dedup.band_hashes), LSH pairs and clusters, in-process (workers=1);
   datasketch  MinHash.update per shingle (same shingles: our normalised word 5-grams), MinHashLSH
@@ -74,7 +74,7 @@ def main() -> None:
         results["accuracy"] = measure_accuracy(args.originals, args.copies, args.seed)
         print(accuracy_markdown(results["accuracy"]))
     if args.mode in ("throughput", "all"):
-        results["throughput"] = measure_throughput(args.mb, args.rounds)
+        results["throughput"] = measure_throughput(args.originals, args.copies, args.seed, args.rounds)
         print(throughput_markdown(results["throughput"]))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -86,7 +86,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--originals", type=int, default=3000)
     parser.add_argument("--copies", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mb", type=float, default=5.0, help="Text for the throughput rows.")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="near_dedup.json")
     return parser.parse_args()
@@ -351,10 +350,10 @@ def available_rows() -> dict:
     return rows
 
 
-def measure_throughput(megabytes: float, rounds: int) -> dict:
+def measure_throughput(num_originals: int, num_copies: int, seed: int, rounds: int) -> dict:
     """Median wall time of each row over `rounds` alternating rounds, as documents/s and MB/s."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    texts = prose_documents(limit_chars=megabytes * 1e6)
+    texts, _ = planted_corpus(num_originals, num_copies, seed)
     num_mb = sum(len(text.encode("utf-8")) for text in texts) / 1e6
     params = MinHashParams(112, 14, 8)
     rows = available_rows()

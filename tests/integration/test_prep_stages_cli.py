@@ -65,7 +65,7 @@ def test_perplexity_filter_removes_planted_garbage_from_real_prose(workspace, ba
     (["--near-dedup-bands", "20"], ["near_dedup_rows"]),
     (["--ppl-model", "nowhere", "--ppl-keep", "80:10"], ["80:10"]),
     (["--near-dedup-threshold", "1.5"], ["near_dedup_threshold"]),
-    (["--dataset-limit", "nosuch=3"], ["nosuch", "train, val"]),
+    (["--dataset-limit", "nosuch=3"], ["nosuch", "sources: prose"]),
     (["--ppl-model", "nowhere"], ["nowhere"]),
 ])
 def test_bad_stage_settings_are_one_line_errors_that_write_nothing(workspace, tmp_path, flags, fragments):

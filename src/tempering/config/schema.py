@@ -234,7 +234,7 @@ class PrepConfig(Section):
     quality_max_bullet_lines: float = Field(0.9, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines starting with a bullet.")
     quality_max_duplicate_lines: float = Field(0.3, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines repeating an earlier line.")
     quality_max_duplicate_ngrams: float = Field(0.15, ge=0.0, le=1.0, description="Quality rule: largest fraction of characters in repeated word 5-grams.")
-    dataset_limit: str | None = Field(None, description="Per-source caps after filtering: NAME=N[docs|tokens],... (sources: first folder under an input dir, else file stem).")
+    dataset_limit: str | None = Field(None, description="Per-source caps after filtering: NAME=N[docs|tokens],... (a source: a file given by name, by its stem; an input dir, or its first-level folders).")
     max_source_fraction: float | None = Field(None, gt=0.0, le=1.0, description="Cap every source at this fraction of the total tokens, after filtering and dataset_limit.")
 
     @model_validator(mode="after")

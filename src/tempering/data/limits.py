@@ -1,8 +1,9 @@
 """Per-source limits: sources named by folder or file stem, `name=N[docs|tokens]` caps and a largest share.
 
-A source is what a user recognises in their input: the first folder below an input directory
-(`corpus/web/a.jsonl` under `--input corpus` is `web`), else a file's stem (`pydocs_train` for
-`pydocs_train.jsonl.gz`). Limits are applied after every filter, in input order: a source capped
+A source is what a user recognises in their input: a file named on the command line (or by a
+glob) is its own source, named by its stem (`pydocs_train` for `pydocs_train.jsonl.gz`); the
+files found in an input directory belong to the first folder below it (`corpus/web/a.jsonl`
+under `--input corpus` is `web`), or to the directory itself when they sit directly in it. Limits are applied after every filter, in input order: a source capped
 at N documents keeps its first N surviving documents; at N tokens, its first documents whose
 tokens (EOS included) add up to at most N. `max_source_fraction` F then caps every source at
 F of the total tokens left, by water-filling: the cap C solves C = F · Σ min(tokens_s, C).
@@ -31,13 +32,13 @@ class SourceLimit:
 
 
 def source_name(file: Path, inputs: list[str]) -> str:
-    """The source a file belongs to: its first folder below the input directory holding it, else its stem."""
+    """The source a file belongs to: the first folder below the input directory holding it (or that
+    directory), else its stem."""
     for item in inputs:
         root = Path(os.path.abspath(Path(item).expanduser()))
         if root.is_dir() and file.is_relative_to(root):
             parts = file.relative_to(root).parts
-            if len(parts) > 1:
-                return parts[0]
+            return parts[0] if len(parts) > 1 else root.name
     return file_stem(file)
 
 

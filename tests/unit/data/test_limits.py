@@ -17,11 +17,12 @@ from tempering.data.limits import (
 from tempering.errors import UserError
 
 
-def test_sources_are_named_by_first_folder_under_an_input_dir_else_file_stem(tmp_path):
-    (tmp_path / "web" / "deep").mkdir(parents=True)
-    nested, top = tmp_path / "web" / "deep" / "a.jsonl", tmp_path / "pydocs_train.jsonl.gz"
-    assert source_name(nested, [str(tmp_path)]) == "web"
-    assert source_name(top, [str(tmp_path)]) == "pydocs_train"
+def test_sources_are_named_by_folder_or_file_stem(tmp_path):
+    (tmp_path / "corpus" / "web" / "deep").mkdir(parents=True)
+    nested, top = tmp_path / "corpus" / "web" / "deep" / "a.jsonl", tmp_path / "corpus" / "pydocs_train.jsonl.gz"
+    assert source_name(nested, [str(tmp_path / "corpus")]) == "web"  # first folder below the input dir
+    assert source_name(top, [str(tmp_path / "corpus")]) == "corpus"  # directly in it: the dir itself
+    assert source_name(top, [str(top)]) == "pydocs_train"  # a file named on the command line: its stem
     assert source_name(nested, [str(nested)]) == "a"
     assert source_name(Path("/x/notes.v2.txt"), []) == "notes.v2"
 

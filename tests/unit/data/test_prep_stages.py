@@ -81,7 +81,7 @@ def test_near_dedup_removes_planted_copies_and_counts_them_per_source(tmp_path, 
 
 def test_every_stage_is_recorded_and_the_output_is_the_same_for_any_worker_count(tmp_path, tokenizer_dir):
     web, docs = planted_corpus(tmp_path / "in")
-    write_jsonl(tmp_path / "in" / "junk.jsonl", list(PLANTED.values()))
+    write_jsonl(tmp_path / "in" / "junk" / "junk.jsonl", list(PLANTED.values()))
     options = PrepConfig(near_dedup=True, verify_jaccard=True, quality_filter=True, quality_min_words=20,
                          chunk_size=500, dataset_limit="docs=15", val_fraction=0.2)
     run_prep([str(tmp_path / "in")], tokenizer_dir, tmp_path / "one", options)
@@ -98,7 +98,7 @@ def test_every_stage_is_recorded_and_the_output_is_the_same_for_any_worker_count
             for source, counts in stage["sources"].items():
                 assert counts["documents_out"] == stages[following[0]]["sources"][source]["documents_in"]
     assert stages["limits"]["sources"]["docs"]["documents_out"] == 15
-    assert manifest["cleaning"]["source_of_file"][str(tmp_path / "in" / "junk.jsonl")] == "junk"
+    assert manifest["cleaning"]["source_of_file"][str(tmp_path / "in" / "junk" / "junk.jsonl")] == "junk"
 
 
 def test_each_quality_rule_removes_its_planted_case_through_prep(tmp_path, tokenizer_dir):
@@ -121,15 +121,15 @@ def test_limits_cut_each_source_at_the_exact_count(tmp_path, tokenizer_dir):
 
 
 def test_max_source_fraction_caps_the_largest_source(tmp_path, tokenizer_dir):
-    write_jsonl(tmp_path / "in" / "big.jsonl", DOCUMENTS[:30])
-    write_jsonl(tmp_path / "in" / "small.jsonl", DOCUMENTS[30:])
-    summary = run_prep([str(tmp_path / "in")], tokenizer_dir, tmp_path / "out", PrepConfig(max_source_fraction=0.6))
+    inputs = [str(write_jsonl(tmp_path / "in" / "big.jsonl", DOCUMENTS[:30])),
+              str(write_jsonl(tmp_path / "in" / "small.jsonl", DOCUMENTS[30:]))]
+    summary = run_prep(inputs, tokenizer_dir, tmp_path / "out", PrepConfig(max_source_fraction=0.6))
     kept = summary["stages"]["limits"]["tokens_kept"]
     assert kept["small"] == sum(len(load_tokenizer(tokenizer_dir).encode(t)) + 1 for t in DOCUMENTS[30:])
     assert kept["big"] <= 0.6 * (kept["big"] + kept["small"]) + 1e-9
     assert kept["big"] + max(len(t) for t in DOCUMENTS) > 0.6 * (kept["big"] + kept["small"])  # cut no earlier than needed
     with pytest.raises(UserError, match="below 1/2"):
-        run_prep([str(tmp_path / "in")], tokenizer_dir, tmp_path / "out2", PrepConfig(max_source_fraction=0.4))
+        run_prep(inputs, tokenizer_dir, tmp_path / "out2", PrepConfig(max_source_fraction=0.4))
 
 
 def test_same_settings_are_a_no_op_and_other_settings_rebuild(tmp_path, tokenizer_dir):
