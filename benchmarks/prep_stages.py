@@ -94,14 +94,15 @@ def prepare_model(work: Path) -> tuple[Path, Path]:
 
 
 def write_corpus(directory: Path, copies: int) -> Path:
-    """The prose corpus as one JSONL file per source, each document `copies` times (copies marked)."""
+    """The prose corpus as one folder (source) per corpus, each document `copies` times (copies marked)."""
     if directory.is_dir():
         return directory
     directory.mkdir(parents=True)
     for source, name in SOURCES.items():
         with gzip.open(SHARED_TEXT / name, "rt", encoding="utf-8") as file:
             texts = [json.loads(line)["text"] for line in file]
-        with open(directory / f"{source}.jsonl", "w", encoding="utf-8") as out:
+        (directory / source).mkdir()
+        with open(directory / source / "train.jsonl", "w", encoding="utf-8") as out:
             for copy in range(copies):
                 for text in texts:
                     marked = text if copy == 0 else f"{text}\n\n(copy {copy})"
@@ -111,7 +112,7 @@ def write_corpus(directory: Path, copies: int) -> Path:
 
 def bare_tokenization(corpus: Path, tokenizer_dir: Path) -> dict:
     """encode_batch_fast over the documents in memory, in batches of 1,000."""
-    texts = [json.loads(line)["text"] for path in sorted(corpus.glob("*.jsonl"))
+    texts = [json.loads(line)["text"] for path in sorted(corpus.glob("*/*.jsonl"))
              for line in path.read_text(encoding="utf-8").splitlines()]
     tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     started, cpu = time.perf_counter(), time.process_time()
@@ -145,20 +146,30 @@ def run_prep(corpus: Path, tokenizer: Path, output: Path, flags: list[str]) -> d
     return {"mb": round(num_mb, 2), "wall_s": round(wall, 2), "mb_per_s": round(num_mb / wall, 3),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "tokens_written": tokens, "load_before": round(load_before, 2), "report": str(summary_file),
+            "pass_seconds": _pass_seconds(summary_file.read_text()),
             "stages": {stage: {source: counts["documents_out"] for source, counts in report["sources"].items()}
                        for stage, report in manifest["cleaning"]["stages"].items()}}
+
+
+def _pass_seconds(report: str) -> str | None:
+    """The "per pass s" line of prep's printed summary."""
+    for line in report.splitlines():
+        if "per pass s" in line:
+            return line.split("per pass s", 1)[1].strip(" │|")
+    return None
 
 
 def markdown(results: dict) -> str:
     """The rows as a Markdown table, with the RSS ratio of 8x to 1x."""
     rows = results["rows"]
     bare = rows["bare tokenization (1x)"]["mb_per_s"]
-    lines = ["| row | input MB | wall s | MB/s | s per MB | x bare tokenization time | CPU s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | input MB | wall s | MB/s | s per MB | x bare tokenization time | CPU s | peak RSS MB | per pass s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
         lines.append(f"| {name} | {row['mb']:,.1f} | {row['wall_s']:,.1f} | {row['mb_per_s']:.2f} | "
-                     f"{1 / row['mb_per_s']:.2f} | {bare / row['mb_per_s']:.1f} | {row['cpu_s']:,.1f} | {rss} |")
+                     f"{1 / row['mb_per_s']:.2f} | {bare / row['mb_per_s']:.1f} | {row['cpu_s']:,.1f} | {rss} | "
+                     f"{row.get('pass_seconds') or '-'} |")
     one, many = rows["prep, every stage (1x)"], rows[f"prep, every stage ({results['copies']}x)"]
     lines.append(f"\nPeak RSS {results['copies']}x / 1x with every stage on: "
                  f"{many['peak_rss_mb'] / one['peak_rss_mb']:.2f}")

@@ -15,6 +15,7 @@ it received, removed and passed on, and records its settings.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class FilterResult:
     scored: np.ndarray | None = None  # unit numbers that were scored
     scores: np.ndarray | None = None
     sources: np.ndarray | None = None  # source index of every unit
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each pass (reported, not recorded)
 
 
 def needs_filtering(options: PrepConfig) -> bool:
@@ -85,20 +87,26 @@ def run_filters(units: CorpusUnits, options: PrepConfig, *, limits: dict[int, So
     task = AnalysisTask(quality=quality_thresholds(options) if options.quality_filter else None,
                         minhash=minhash_params(options) if options.near_dedup else None)
     index = NearDedupIndex(task.minhash) if task.minhash else None
+    started = time.perf_counter()
     sources, lengths, problems = _first_pass(units, task, options.workers, index, progress)
     result = FilterResult(keep=np.ones(len(sources), bool), sources=sources)
+    result.seconds["analyse"] = time.perf_counter() - started
     names = units.source_names
     if options.quality_filter:
         result.stages["quality"] = _quality_stage(result.keep, sources, lengths, problems, names, options)
     if index is not None:
+        started = time.perf_counter()
         result.stages["near_dedup"] = _near_dedup_stage(result.keep, sources, lengths, index, units, options,
                                                         progress)
+        result.seconds["near_dedup"] = time.perf_counter() - started
     need_tokens = options.max_source_fraction is not None or any(limit.unit == "tokens" for limit in limits.values())
     tokens = None
     if scorer is not None or need_tokens:
+        started = time.perf_counter()
         result.scored = np.flatnonzero(result.keep)
         result.scores, tokens = _scoring_pass(units, result.keep, scorer, count_tokens if need_tokens else None,
                                               progress)
+        result.seconds["score"] = time.perf_counter() - started
     if scorer is not None:
         result.stages["perplexity"] = _perplexity_stage(result, lengths, names, options, scorer)
     if limits or options.max_source_fraction is not None:

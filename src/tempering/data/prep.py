@@ -85,8 +85,9 @@ def run_prep(inputs: list[str] | None, tokenizer_dir: str | Path, output: str | 
         _check_only_shards(output)
     with _removing_new_parents(output):
         layout = _SourceLayout(names, source_names, limits)
-        manifest = _build(files, sources, layout, bundle, output, options, recorded_options, scorer)
+        manifest, pass_seconds = _build(files, sources, layout, bundle, output, options, recorded_options, scorer)
     summary = _summarise(manifest, output, wall_time_s=time.perf_counter() - started, up_to_date=False)
+    summary["pass_seconds"] = {name: round(value, 2) for name, value in pass_seconds.items()}
     _print_summary(summary)
     _warn_about_val_split(summary, options)
     return summary
@@ -170,7 +171,7 @@ class _SourceLayout:
 
 
 def _build(files: list[Path], sources: list[dict], layout: _SourceLayout, bundle: TokenizerBundle, output: Path,
-           options: PrepConfig, recorded_options: dict, scorer: Scorer | None) -> dict:
+           options: PrepConfig, recorded_options: dict, scorer: Scorer | None) -> tuple[dict, dict[str, float]]:
     tokenizer = raw_text_tokenizer(bundle.tokenizer)
     units = CorpusUnits(files, layout.file_sources, layout.names, options, token_sizes=_token_sizes(tokenizer))
     total_bytes = sum(source["num_bytes"] for source in sources)
@@ -179,6 +180,7 @@ def _build(files: list[Path], sources: list[dict], layout: _SourceLayout, bundle
         filtered = run_filters(units, options, limits=layout.limits, scorer=scorer,
                                count_tokens=lambda texts: [len(ids) + 1 for ids in encode_bounded(tokenizer, texts)[0]],
                                progress=lambda label: progress_bar(label, total=total_bytes))
+    write_started = time.perf_counter()
     with progress_bar("prep: write" if filtered else "prep", total=total_bytes) as advance, \
             TokenShardsBuilder(output, vocab_size=bundle.vocab_size, eos_id=bundle.eos_id,
                                shard_tokens=options.shard_tokens) as builder:
@@ -197,7 +199,7 @@ def _build(files: list[Path], sources: list[dict], layout: _SourceLayout, bundle
         stages = _stage_reports(units, filtered)
         if filtered is not None and filtered.scores is not None:
             _write_scores(builder.path(PPL_SCORES_FILE), filtered, layout.names)
-        return builder.commit(
+        manifest = builder.commit(
             tokenizer={"fingerprint": bundle.fingerprint, "path": str(Path(bundle.path).absolute()),
                        "vocab_size": bundle.vocab_size, "eos_id": bundle.eos_id},
             seq_len=options.seq_len,
@@ -219,6 +221,10 @@ def _build(files: list[Path], sources: list[dict], layout: _SourceLayout, bundle
             },
             options=recorded_options,
         )
+    # Wall time per pass: reported, never recorded (the manifest is a function of the inputs and options).
+    seconds = dict(filtered.seconds) if filtered is not None else {}
+    seconds["write"] = time.perf_counter() - write_started
+    return manifest, seconds
 
 
 def _token_sizes(tokenizer: Tokenizer):
@@ -374,6 +380,8 @@ def _print_summary(summary: dict) -> None:
         ["throughput MB/s", f"{summary['mb_per_s']:,.2f}"],
         ["wall time s", f"{summary['wall_time_s']:,.2f}"],
     ]
+    if len(summary.get("pass_seconds", {})) > 1:
+        rows.append(["  per pass s", ", ".join(f"{name} {value:,.1f}" for name, value in summary["pass_seconds"].items())])
     print_table(f"temper prep → {summary['output']}", ["", "value"], rows)
     print_stage_report(summary["stages"])
 
