@@ -4,7 +4,8 @@ They decide which units (data/units.py) to keep before anything is tokenized int
 as a boolean mask over unit numbers. Passes over the inputs:
   1. every unit: its source and length; in the worker processes its quality verdict and its
      MinHash band hashes (data/analysis.py);
-  2. with `verify_jaccard`, the units in candidate pairs: their exact shingle sets;
+  2. with `verify_jaccard`, the units in candidate pairs: their exact shingle sets (in batches
+     within a memory budget, one pass per batch);
   3. with a perplexity model or a token-based limit, the units still kept: their perplexity
      and token count.
 Memory grows with the number of units (about 30 bytes each, plus 8 per LSH band and the
@@ -43,6 +44,9 @@ from tempering.data.units import CorpusUnits, Unit
 ANALYSIS_BATCH_UNITS = 256
 ANALYSIS_BATCH_CHARS = 2_000_000
 SCORE_BATCH_UNITS = 256
+# Shingle hashes an exact Jaccard check holds at once; at most one 8-byte hash per word, about 2 bytes per character.
+VERIFY_BUDGET_BYTES = 256 << 20
+SHINGLE_BYTES_PER_CHAR = 2
 # `progress(label)` opens a progress bar over the input bytes and yields its advance callback.
 Progress = Callable[[str], AbstractContextManager[Callable[[int], None]]]
 TokenCounter = Callable[[list[str]], list[int]]
@@ -171,7 +175,7 @@ def _near_dedup_stage(keep: np.ndarray, sources: np.ndarray, lengths: np.ndarray
     first, second = index.candidate_pairs(VERIFY_PARTNERS if options.verify_jaccard else 1)
     num_candidates = len(first)
     if options.verify_jaccard and num_candidates:
-        similar = _verified(units, first, second, options.near_dedup_threshold, progress)
+        similar = _verified(units, first, second, lengths, options.near_dedup_threshold, progress)
         first, second = first[similar], second[similar]
     removed = index.removed(first, second)
     keep &= ~removed
@@ -186,17 +190,43 @@ def _near_dedup_stage(keep: np.ndarray, sources: np.ndarray, lengths: np.ndarray
             "index_bytes_per_document": round(index.num_bytes / max(len(keep), 1), 1)}
 
 
-def _verified(units: CorpusUnits, first: np.ndarray, second: np.ndarray, threshold: float,
+def _verified(units: CorpusUnits, first: np.ndarray, second: np.ndarray, lengths: np.ndarray, threshold: float,
               progress: Progress) -> np.ndarray:
-    """For each candidate pair, whether its exact shingle Jaccard reaches `threshold`."""
-    wanted = np.zeros(units.num_units, bool)
-    wanted[first] = wanted[second] = True
-    shingles: dict[int, np.ndarray] = {}
-    with progress("prep: verify pairs") as advance:
-        for unit in units.iterate(wanted, on_bytes=advance):
-            shingles[unit.index] = np.unique(shingle_hashes(unit.text))
-    return np.array([exact_jaccard(shingles[a], shingles[b]) >= threshold
-                     for a, b in zip(first.tolist(), second.tolist(), strict=True)], bool)
+    """For each candidate pair, whether its exact shingle Jaccard reaches `threshold`.
+
+    The shingle sets of the documents in pairs are held for one batch of pairs at a time, each
+    batch within VERIFY_BUDGET_BYTES (estimated from the documents' lengths), the inputs read once
+    per batch: a corpus made of many copies of itself costs more passes, never more memory.
+    """
+    similar = np.zeros(len(first), bool)
+    for batch in _pair_batches(first, second, lengths):
+        wanted = np.zeros(units.num_units, bool)
+        wanted[first[batch]] = wanted[second[batch]] = True
+        shingles: dict[int, np.ndarray] = {}
+        with progress("prep: verify pairs") as advance:
+            for unit in units.iterate(wanted, on_bytes=advance):
+                shingles[unit.index] = np.unique(shingle_hashes(unit.text))
+        similar[batch] = [exact_jaccard(shingles[a], shingles[b]) >= threshold
+                          for a, b in zip(first[batch].tolist(), second[batch].tolist(), strict=True)]
+    return similar
+
+
+def _pair_batches(first: np.ndarray, second: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Pair indices in batches whose documents' shingle sets fit VERIFY_BUDGET_BYTES together."""
+    batches, current, held, cost = [], [], set(), 0
+    for pair, documents in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
+        new = [document for document in documents if document not in held]
+        extra = sum(int(lengths[document]) * SHINGLE_BYTES_PER_CHAR for document in new)
+        if current and cost + extra > VERIFY_BUDGET_BYTES:
+            batches.append(np.array(current))
+            current, held, cost = [], set(), 0
+            new, extra = list(documents), sum(int(lengths[d]) * SHINGLE_BYTES_PER_CHAR for d in documents)
+        current.append(pair)
+        held.update(new)
+        cost += extra
+    if current:
+        batches.append(np.array(current))
+    return batches
 
 
 def _scoring_pass(units: CorpusUnits, keep: np.ndarray, scorer: Scorer | None, count_tokens: TokenCounter | None,

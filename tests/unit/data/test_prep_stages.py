@@ -174,3 +174,15 @@ def test_everything_removed_is_an_error_that_writes_nothing(tmp_path, tokenizer_
     with pytest.raises(UserError, match="removed by quality"):
         run_prep([str(tmp_path / "in.jsonl")], tokenizer_dir, tmp_path / "out", PrepConfig(quality_filter=True))
     assert sorted(os.listdir(tmp_path)) == ["in.jsonl"]
+
+
+def test_exact_checks_in_several_batches_give_the_same_output(tmp_path, tokenizer_dir, monkeypatch):
+    import tempering.data.filtering as filtering
+
+    planted_corpus(tmp_path / "in")
+    options = PrepConfig(near_dedup=True, verify_jaccard=True)
+    first = run_prep([str(tmp_path / "in")], tokenizer_dir, tmp_path / "one", options)
+    monkeypatch.setattr(filtering, "VERIFY_BUDGET_BYTES", 3000)  # about one pair per batch
+    again = run_prep([str(tmp_path / "in")], tokenizer_dir, tmp_path / "many", options)
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "many")
+    assert first["stages"]["near_dedup"]["verified_pairs"] == again["stages"]["near_dedup"]["verified_pairs"] == 3
