@@ -202,7 +202,8 @@ def measure_accuracy(num_originals: int, num_copies: int, seed: int) -> dict:
         hits = int((removed & true_removed).sum())
         curve = []
         for low, high in zip(BINS[:-1], BINS[1:], strict=True):
-            chosen = [pair for pair, value in zip(planted, planted_similarity, strict=True) if low <= value < high]
+            top = high + 1e-9 if high >= 1.0 else high  # the last bin includes 1.0
+            chosen = [pair for pair, value in zip(planted, planted_similarity, strict=True) if low <= value < top]
             together = sum(labels[a] == labels[b] for a, b in chosen)
             curve.append({"bin": f"{low:.2f}-{high:.2f}", "pairs": len(chosen),
                           "clustered": round(together / len(chosen), 3) if chosen else None,
