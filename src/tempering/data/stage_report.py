@@ -28,7 +28,7 @@ def _removed(counts: dict, unit: str) -> str:
 
 
 def _details(stage: str, report: dict) -> list[list[str]]:
-    settings = ", ".join(f"{key}={value}" for key, value in report["settings"].items()
+    settings = ", ".join(f"{key.removeprefix('quality_')}={value}" for key, value in report["settings"].items()
                          if value is not None and key != "ppl_model_sha256")
     rows = [[stage, "settings", settings]]
     if stage == "quality":
