@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from pydoc_data.topics import topics
 
+import numpy as np
 import pytest
 
 from tempering.config.schema import PrepConfig
@@ -186,3 +187,14 @@ def test_exact_checks_in_several_batches_give_the_same_output(tmp_path, tokenize
     again = run_prep([str(tmp_path / "in")], tokenizer_dir, tmp_path / "many", options)
     assert files_of(tmp_path / "one") == files_of(tmp_path / "many")
     assert first["stages"]["near_dedup"]["verified_pairs"] == again["stages"]["near_dedup"]["verified_pairs"] == 3
+
+
+def test_token_chunks_hold_at_most_the_target_tokens(tmp_path, tokenizer_dir):
+    write_jsonl(tmp_path / "in.jsonl", ["\n\n".join(DOCUMENTS[:8])])
+    run_prep([str(tmp_path / "in.jsonl")], tokenizer_dir, tmp_path / "out", PrepConfig(chunk_size=96, chunk_unit="tokens"))
+    shards = TokenShards(tmp_path / "out", "train")
+    ends = shards.document_boundaries()
+    sizes = (ends - np.concatenate([[-1], ends[:-1]]) - 1).tolist()  # tokens of each document, EOS excluded
+    assert len(sizes) > 8 and max(sizes) <= 96
+    texts = written_texts(tmp_path / "out", tokenizer_dir)
+    assert " ".join(texts).split() == "\n\n".join(DOCUMENTS[:8]).split()
