@@ -134,25 +134,38 @@ def bare_tokenization(corpus: Path, tokenizer_dir: Path) -> dict:
             "cpu_s": round(time.process_time() - cpu, 2), "tokens": num_tokens, "peak_rss_mb": None}
 
 
+# Runs a command, its output to stderr, then prints its CPU time and peak RSS (wait4) as JSON.
+LAUNCHER = """
+import json, os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=sys.stderr)
+_, status, usage = os.wait4(child.pid, 0)
+print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_prep(corpus: Path, tokenizer: Path, output: Path, flags: list[str]) -> dict:
     """One `temper prep` process: wall time, peak RSS (wait4), and what its manifest says."""
     summary_file = output.parent / f"{output.name}.summary.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
+    command = [sys.executable, "-m", "tempering", "prep", "--input", str(corpus), "--tokenizer", str(tokenizer),
+               "--output", str(output), *flags]
     with open(summary_file, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "tempering", "prep", "--input", str(corpus), "--tokenizer",
-                                    str(tokenizer), "--output", str(output), *flags],
-                                   stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "160"})
-        _, status, usage = os.wait4(process.pid, 0)
+        # Started through a small launcher: a child forked from this (large) process would report
+        # this process's RSS as its own peak (Linux folds the forked copy's high-water mark in at exec).
+        launched = subprocess.run([sys.executable, "-c", LAUNCHER, *command], stdout=subprocess.PIPE, stderr=log,
+                                  env={**os.environ, "COLUMNS": "160"}, text=True)
     wall = time.perf_counter() - started
-    if status != 0:
-        sys.exit(f"temper prep failed ({status}); see {summary_file}")
+    if launched.returncode != 0:
+        sys.exit(f"temper prep failed ({launched.returncode}); see {summary_file}")
+    usage = json.loads(launched.stdout.strip().splitlines()[-1])
     manifest = json.loads((output / "manifest.json").read_text())
     num_mb = manifest["cleaning"]["num_text_bytes"] / 1e6
     tokens = sum(manifest["splits"][split]["num_tokens"] for split in ("train", "val"))
     return {"mb": round(num_mb, 2), "wall_s": round(wall, 2), "mb_per_s": round(num_mb / wall, 3),
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "cpu_s": round(usage["cpu_s"], 2), "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
             "tokens_written": tokens, "load_before": round(load_before, 2), "report": str(summary_file),
             "pass_seconds": _pass_seconds(summary_file.read_text()),
             "stages": {stage: {source: counts["documents_out"] for source, counts in report["sources"].items()}

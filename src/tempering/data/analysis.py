@@ -10,6 +10,8 @@ modules, so a worker starts quickly.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -52,6 +54,13 @@ def analyse(texts: list[str], task: AnalysisTask) -> Features:
     return Features(problems, hashes)
 
 
+def _exit_with_parent() -> None:
+    """In a worker: exit as soon as the process that started it dies (killed prep leaves no orphans)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
+
+
 def analyse_in_order(batches: Iterator[tuple[object, list[str]]], task: AnalysisTask,
                      workers: int) -> Iterator[tuple[object, Features]]:
     """(tag, features) for each (tag, texts) batch, in order, computed by `workers` processes."""
@@ -60,7 +69,7 @@ def analyse_in_order(batches: Iterator[tuple[object, list[str]]], task: Analysis
             yield tag, analyse(texts, task)
         return
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent) as pool:
         pending: deque[tuple[object, Future]] = deque()
         for tag, texts in batches:
             pending.append((tag, pool.submit(analyse, texts, task)))
