@@ -45,7 +45,7 @@ ANALYSIS_BATCH_UNITS = 256
 ANALYSIS_BATCH_CHARS = 2_000_000
 SCORE_BATCH_UNITS = 256
 # Shingle hashes an exact Jaccard check holds at once; at most one 8-byte hash per word, about 2 bytes per character.
-VERIFY_BUDGET_BYTES = 256 << 20
+VERIFY_BUDGET_BYTES = 64 << 20
 SHINGLE_BYTES_PER_CHAR = 2
 # `progress(label)` opens a progress bar over the input bytes and yields its advance callback.
 Progress = Callable[[str], AbstractContextManager[Callable[[int], None]]]
