@@ -288,21 +288,20 @@ class NearDedupIndex:
         hashes = np.concatenate(self._pieces) if self._pieces else np.zeros((0, self.params.bands), np.uint64)
         eligible = np.concatenate(self._eligible) if self._eligible else np.zeros(0, bool)
         indices = np.flatnonzero(eligible)
-        firsts, seconds = [], []
+        scale = max(self.num_documents, 1)
+        pairs = np.zeros(0, np.int64)  # first * scale + second, distinct; merged band by band to stay small
         for band in range(self.params.bands):
             column = hashes[indices, band]
             order = np.argsort(column, kind="stable")  # ties keep input order: earlier documents first
-            values, members = column[order], indices[order]
+            values, members = column[order], indices[order].astype(np.int64)
+            keys = []
             for offset in range(1, partners + 1):
                 same = values[offset:] == values[:-offset]
                 if not same.any():
                     break
-                firsts.append(members[:-offset][same])
-                seconds.append(members[offset:][same])
-        first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
-        second = np.concatenate(seconds) if seconds else np.zeros(0, np.int64)
-        scale = max(self.num_documents, 1)
-        pairs = np.unique(first.astype(np.int64) * scale + second)
+                keys.append(members[:-offset][same] * scale + members[offset:][same])
+            if keys:
+                pairs = np.union1d(pairs, np.concatenate(keys))
         return pairs // scale, pairs % scale
 
     def removed(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
