@@ -200,6 +200,16 @@ class LoraConfig(Section):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
 
 
+class SpeechConfig(Section):
+    """Speech families: the ASR alphabet and SpecAugment masking of training features."""
+
+    alphabet: str = Field("abcdefghijklmnopqrstuvwxyz' ", min_length=1, description="Characters an ASR model spells (its CTC classes besides the blank); transcripts are normalised to them. Ignored when tokenizer.path gives a piece tokenizer.")
+    freq_masks: int = Field(2, ge=0, description="SpecAugment: mel-bin bands masked per training utterance (0 disables).")
+    freq_mask_bins: int = Field(15, ge=0, description="SpecAugment: widest masked band, in mel bins.")
+    time_masks: int = Field(2, ge=0, description="SpecAugment: runs of frames masked per training utterance (0 disables).")
+    time_mask_frames: int = Field(40, ge=0, description="SpecAugment: longest masked run, in 10 ms frames (all runs together at most 20% of the utterance).")
+
+
 def percentile_band(spec: str) -> tuple[float, float]:
     """`LOW:HIGH` percentiles (0 <= LOW < HIGH <= 100) as a pair; ValueError says what is wrong."""
     low, sep, high = spec.partition(":")
@@ -325,3 +335,4 @@ class Config(Section):
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+    speech: SpeechConfig = Field(default_factory=SpeechConfig, description="Speech recognition and synthesis options.")

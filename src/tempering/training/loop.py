@@ -160,7 +160,7 @@ def train(setup: TrainingSetup) -> dict:
 
     if not state.first_val and setup.val_sets:
         state.first_val = state.last_val = _evaluate(setup, amp)
-        console.print("before training: " + _val_line(state.first_val))
+        console.print("before training: " + _val_line(state.first_val, best.name))
         _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
     model.train()
     training_started(setup.run_dir)  # from here on, an error keeps what the run wrote
@@ -229,12 +229,14 @@ def train(setup: TrainingSetup) -> dict:
                 telemetry.exclude(eval_s)
                 _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
                 improved = _track_best(state, setup.best_split, setup.objective)
-                progress.print(f"step {state.step}: " + _val_line(state.last_val) + ("  ★ new best" if improved else ""))
+                progress.print(f"step {state.step}: " + _val_line(state.last_val, best.name)
+                               + ("  ★ new best" if improved else ""))
                 if improved:
                     save("best", state)
             if epoch_ended:
                 train_loss = (epoch_loss / max(epoch_units, 1)).item()
                 progress.print(_epoch_line(epoch_before + 1, train_loss, state.last_val if evaluated else {}, improved,
+                                            best.name,
                                             setup.objective.perplexity))
                 epoch_loss.zero_()
                 epoch_units = 0
@@ -455,16 +457,18 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOu
     return path
 
 
-def _val_line(val: dict) -> str:
+def _val_line(val: dict, metric: str = "loss") -> str:
+    """Loss (and perplexity) per split, and the best metric when it is another one (f1, wer)."""
     return " | ".join(f"{split} loss {values['loss']:.4f}" + (f" ppl {values['ppl']:.2f}" if "ppl" in values else "")
+                      + (f" {metric} {values[metric]:.4f}" if metric != "loss" and metric in values else "")
                       for split, values in val.items())
 
 
-def _epoch_line(epoch: int, train_loss: float, val: dict, improved: bool, perplexity: bool) -> str:
+def _epoch_line(epoch: int, train_loss: float, val: dict, improved: bool, metric: str, perplexity: bool) -> str:
     line = f"epoch {epoch}: train loss {train_loss:.4f}"
     if perplexity:
         line += f" ppl {math.exp(min(train_loss, 50.0)):.2f}"
-    return line + (" | " + _val_line(val) if val else "") + ("  ★ new best" if improved else "")
+    return line + (" | " + _val_line(val, metric) if val else "") + ("  ★ new best" if improved else "")
 
 
 def _summary(setup: TrainingSetup, state: TrainState, stop_reason: str) -> dict:

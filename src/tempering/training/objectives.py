@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tempering.errors import UserError
 from tempering.training.causal_lm import CausalLM, ChatSft
+from tempering.training.ctc import Ctc
 from tempering.training.objective import Objective
 from tempering.training.preference import Dpo
 
@@ -15,6 +16,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     CausalLM.name: CausalLM,
     ChatSft.name: ChatSft,
     Dpo.name: Dpo,
+    Ctc.name: Ctc,
 }
 
 

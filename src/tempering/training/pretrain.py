@@ -9,6 +9,7 @@ from tempering.checkpoint.resolution import record_run
 from tempering.config.schema import Config
 from tempering.data.datasets import build_lm_data, is_shard_dir
 from tempering.errors import UserError
+from tempering.models.registry import find_preset
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 from tempering.training.assembly import assemble, source_from_preset
@@ -18,10 +19,15 @@ from tempering.training.expert_runs import load_expert_dir, save_expert_run
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
 from tempering.training.run_dir import prepare_run_dir
+from tempering.training.speech_families import is_speech_family
 
 
 def run_pretrain(config: Config, *, restart: bool = False) -> dict:
     """Pretrain from scratch, or resume the run already in `run.save_dir`."""
+    if is_speech_family(find_preset(config.model.preset)[0]):
+        from tempering.training.speech import run_speech_pretrain
+
+        return run_speech_pretrain(config, restart=restart)
     tokenizer = load_tokenizer(resolve_tokenizer_path(config))
     source = source_from_preset(config.model, tokenizer.vocab_size)
     context = source.family.context_length(source.arch)
