@@ -327,11 +327,17 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_prep(args: argparse.Namespace) -> None:
-    """Tokenize raw files into token shards."""
+    """Tokenize raw files into token shards, or list audio files and transcripts in a speech CSV."""
     from tempering.data.prep import run_prep
 
     _split_paths_and_overrides(args, "input")
     config = _load(args, PREP_FLAGS, "prep")
+    if args.format in ("audio_asr", "audio_tts"):
+        _prep_audio(args, config.prep.val_fraction)
+        return
+    if args.tokenizer is None:
+        raise UserError("temper prep: give --tokenizer DIR (token shards need a tokenizer; audio data takes "
+                        "--format audio_asr or audio_tts)")
     scorer = None
     if config.prep.ppl_model:
         from tempering.evaluation.document_perplexity import DocumentPerplexity
@@ -339,6 +345,38 @@ def cmd_prep(args: argparse.Namespace) -> None:
         scorer = DocumentPerplexity(config.prep.ppl_model, max_tokens=config.prep.ppl_max_tokens,
                                     batch_size=config.prep.ppl_batch_size)
     run_prep(args.input, args.tokenizer, args.output, config.prep, scorer=scorer)
+
+
+def _prep_audio(args: argparse.Namespace, val_fraction: float) -> None:
+    """`temper prep --format audio_asr|audio_tts`: write the speech CSV and print what was kept and skipped."""
+    from tempering.data.audio.prep import AudioPrepOptions, prep_audio
+    from tempering.tracking.console import console
+
+    if not args.input:
+        raise UserError("temper prep --format " + args.format + ": give --input DIR (audio files, searched recursively)")
+    options = AudioPrepOptions(kind=args.format, min_duration_s=args.min_duration or 0.0,
+                               max_duration_s=args.max_duration or float("inf"), val_fraction=val_fraction,
+                               transcripts=Path(args.transcripts) if args.transcripts else None,
+                               phonemes=args.phonemes, voice=args.voice)
+    report = prep_audio(args.input, Path(args.output), options)
+    skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items())) or "none"
+    splits = ", ".join(f"{split} {count}" for split, count in sorted(report.splits.items()))
+    console.print(f"wrote {args.output}: {report.written} utterances ({report.duration_s / 3600:.2f} h; {splits}); "
+                  f"skipped: {skipped}")
+
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    """Print the transcript of each audio file."""
+    from tempering.generation.transcribe import load_asr_model, transcribe_files
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    loaded = load_asr_model(args.checkpoint, device=pick_device(args.device))
+    result = transcribe_files(loaded, args.files, beam=args.beam)
+    for file, text in zip(args.files, result.texts, strict=True):
+        print(text if len(args.files) == 1 else f"{file}\t{text}", flush=True)
+    console.print(f"{result.audio_s:.1f} s of audio in {result.compute_s:.2f} s (real-time factor "
+                  f"{result.real_time_factor:.3f})")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -361,6 +399,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         _run_lm_eval(args)
         return
     datasets = parse_dataset_specs(args.data, args.limit or [])
+    if _is_speech_checkpoint(args.checkpoint):
+        _eval_speech(args, datasets)
+        return
     result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
                                  batch_size=args.batch_size, max_batches=args.max_batches, device=args.device)
     if args.json:
@@ -370,6 +411,29 @@ def cmd_eval(args: argparse.Namespace) -> None:
             for name, r in result["datasets"].items()]
     print_table(f"{result['checkpoint']} (step {result['step']}, seq_len {result['seq_len']})",
                 ["dataset", "path", "documents", "tokens", "loss", "ppl"], rows)
+
+
+def _is_speech_checkpoint(path: str) -> bool:
+    from tempering.checkpoint.io import load_checkpoint
+    from tempering.training.speech_families import is_speech_family
+
+    return is_speech_family(load_checkpoint(path).family)
+
+
+def _eval_speech(args: argparse.Namespace, datasets: list) -> None:
+    """CTC loss, WER and CER of a speech checkpoint on speech CSVs."""
+    from tempering.evaluation.speech_eval import evaluate_speech_checkpoint
+    from tempering.tracking.console import print_table
+
+    result = evaluate_speech_checkpoint(args.checkpoint, datasets, batch_size=args.batch_size,
+                                        max_batches=args.max_batches, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return
+    rows = [[name, r["path"], r["utterances"], f"{r['loss']:.4f}", f"{r['wer']:.4f}", f"{r['cer']:.4f}"]
+            for name, r in result["datasets"].items()]
+    print_table(f"{result['checkpoint']} (step {result['step']})", ["dataset", "path", "utterances", "loss", "wer",
+                                                                     "cer"], rows)
 
 
 def _run_lm_eval(args: argparse.Namespace) -> None:
@@ -500,11 +564,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="Replace a tokenizer already in --output.")
     train.set_defaults(func=cmd_tokenizer_train)
 
-    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards.")
+    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards; or list "
+                               "speech (audio + transcripts) in a CSV (--format audio_asr|audio_tts).")
     prep.add_argument("--input", nargs="+", default=[], metavar="PATH",
                       help="Files, directories (recursive) or globs (default: data/raw).")
-    prep.add_argument("--tokenizer", required=True, metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`).")
-    prep.add_argument("--output", required=True, metavar="DIR", help="Shard directory: manifest.json, train/, val/.")
+    prep.add_argument("--format", choices=["text", "audio_asr", "audio_tts"], default="text",
+                      help="text: token shards (default); audio_asr / audio_tts: a speech CSV path,transcript,"
+                           "duration_s for the audio encoder / the Talker.")
+    prep.add_argument("--tokenizer", metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`); "
+                      "needed for text.")
+    prep.add_argument("--output", required=True, metavar="DIR|FILE.csv",
+                      help="Shard directory (manifest.json, train/, val/); for audio formats the CSV file.")
+    prep.add_argument("--transcripts", metavar="FILE", help="Audio formats: transcripts as `path<TAB>text` lines "
+                      "or a CSV with path and transcript columns (else sibling .txt, *.trans.txt, metadata.csv).")
+    prep.add_argument("--min-duration", type=ranged(float, low=0, what="give seconds >= 0"), metavar="S",
+                      help="Audio formats: skip files shorter than S seconds.")
+    prep.add_argument("--max-duration", type=ranged(float, low=0, low_open=True, what="give seconds > 0"),
+                      metavar="S", help="Audio formats: skip files longer than S seconds.")
+    prep.add_argument("--phonemes", choices=["espeak"], help="Audio formats: add a phonemes column (espeak-ng IPA; "
+                      "needs espeak-ng installed).")
+    prep.add_argument("--voice", default="en-us", metavar="VOICE", help="espeak-ng voice for --phonemes "
+                      "(default en-us).")
     _add_config_arguments(prep, PREP_FLAGS)
     prep.set_defaults(func=cmd_prep)
 
@@ -597,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(must not exist, or be empty).")
     merge.set_defaults(func=cmd_merge_experts)
 
-    evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
+    evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets "
+                                   "(speech recognition checkpoints: CTC loss, WER and CER on speech CSVs).")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
                           help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
@@ -624,6 +705,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", metavar="FILE.json", help="lm-eval: where to write the results JSON (default "
                           "beside the checkpoint: CHECKPOINT.lm_eval.TASKS.json).")
     evaluate.set_defaults(func=cmd_eval)
+
+    transcribe = commands.add_parser("transcribe", help="Print the transcript of audio files with a speech "
+                                     "recognition (audio_encoder) checkpoint.")
+    transcribe.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    transcribe.add_argument("files", nargs="+", metavar="FILE", help="Audio files (WAV, FLAC, OGG; any sample rate).")
+    transcribe.add_argument("--beam", type=POSITIVE_INT, metavar="N",
+                            help="CTC prefix beam search of width N (default: greedy best path).")
+    transcribe.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                            help="Device (default auto).")
+    transcribe.set_defaults(func=cmd_transcribe)
 
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
     generate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)

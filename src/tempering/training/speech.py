@@ -137,14 +137,13 @@ def _post_train_data(config: Config, tokenizer: TokenizerBundle, source: Checkpo
 def _original_validation(config: Config, tokenizer: TokenizerBundle, source: Checkpoint) -> list | None:
     """The validation set of the original data: --old-dataset's, else the source run's config.yaml's."""
     if config.data.old_datasets:
-        return build_asr_validation(config, tokenizer, alignment_possible, config.data.old_datasets, [])
+        return build_asr_validation(config, tokenizer, config.data.old_datasets, [])
     for run_dir in (source.path.parent, source.path.parent.parent):
         frozen = run_dir / "config.yaml"
         if frozen.is_file() and (run_dir / "metrics.jsonl").exists():
             try:
                 original = load_config(frozen)
-                return build_asr_validation(original, tokenizer, alignment_possible, original.data.datasets,
-                                            original.data.val_data)
+                return build_asr_validation(original, tokenizer, original.data.datasets, original.data.val_data)
             except UserError as exc:
                 console.print(f"cannot rebuild the original validation set from {frozen}: {exc}")
                 return None

@@ -2,9 +2,10 @@
 
 Rows go to validation by (in order) `data.val_data` CSVs, a `split` column, or a seeded
 `data.val_split` of the rows. Transcripts are normalised to the alphabet (see `text.py`) and
-are both the CTC targets and the WER/CER references. An utterance whose features are too
-short for its transcript (the model's `feasible` test) is dropped and counted, never trained
-on: CTC would have no alignment for it.
+are both the CTC targets and the WER/CER references. A training utterance whose features are
+too short for its transcript (the model's `feasible` test) is dropped and counted: CTC would
+have no alignment for it. Validation keeps it (the objective leaves it out of the loss, but its
+transcript still counts in WER and CER), so the error rates are over the whole split.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ class SpeechData:
 
 def split_utterances(config: Config, datasets: list, val_data: list) -> tuple[list[Utterance], list[Utterance]]:
     """(train, val) rows of the given CSV datasets: val_data, else the split column, else a seeded val_split."""
-    if not datasets:
-        raise UserError("no training data: give --data FILE.csv (from `temper prep --format audio_asr`)")
     rows = [u for dataset in datasets for u in _limited(read_speech_csv(dataset.path), dataset.limit)]
     if val_data:
         return rows, [u for dataset in val_data for u in _limited(read_speech_csv(dataset.path), dataset.limit)]
@@ -54,6 +53,8 @@ def build_asr_data(config: Config, tokenizer, feasible: Callable[[int, np.ndarra
                    datasets: list | None = None, val_data: list | None = None, val_name: str = "val") -> SpeechData:
     """Augmented training batches and plain validation batches for CTC, from config.data (or the given datasets)."""
     datasets = config.data.datasets if datasets is None else datasets
+    if not datasets:
+        raise UserError("no training data: give --data FILE.csv (from `temper prep --format audio_asr`)")
     val_data = config.data.val_data if val_data is None else val_data
     train_rows, val_rows = split_utterances(config, datasets, val_data)
     alphabet = config.speech.alphabet
@@ -64,7 +65,7 @@ def build_asr_data(config: Config, tokenizer, feasible: Callable[[int, np.ndarra
         raise UserError("no training utterance is usable: every transcript is empty or longer than its audio allows")
     val_sets = {}
     if val_rows:
-        val, val_dropped = _asr_set(val_rows, tokenizer, alphabet, feasible, None, config, shuffle=False)
+        val, val_dropped = _asr_set(val_rows, tokenizer, alphabet, _has_target, None, config, shuffle=False)
         dropped += val_dropped
         if len(val.lengths):
             val_sets[val_name] = [val]
@@ -75,14 +76,18 @@ def build_asr_data(config: Config, tokenizer, feasible: Callable[[int, np.ndarra
     return SpeechData(train, val_sets, dropped)
 
 
-def build_asr_validation(config: Config, tokenizer, feasible: Callable[[int, np.ndarray], bool], datasets: list,
-                         val_data: list) -> list[UtteranceBatches] | None:
+def build_asr_validation(config: Config, tokenizer, datasets: list, val_data: list) -> list[UtteranceBatches] | None:
     """Only the validation set the given datasets make (no training features computed), or None."""
     _, val_rows = split_utterances(config, datasets, val_data)
     if not val_rows:
         return None
-    val, _ = _asr_set(val_rows, tokenizer, config.speech.alphabet, feasible, None, config, shuffle=False)
+    val, _ = _asr_set(val_rows, tokenizer, config.speech.alphabet, _has_target, None, config, shuffle=False)
     return [val] if len(val.lengths) else None
+
+
+def _has_target(num_frames: int, target: np.ndarray) -> bool:
+    """Validation keeps every utterance with a transcript: one too short to align still counts in WER and CER."""
+    return len(target) > 0
 
 
 def _asr_set(rows: list[Utterance], tokenizer, alphabet: str, feasible, augment: SpecAugment | None,
