@@ -27,11 +27,9 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def key_padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive (B, 1, 1, T) attention bias: 0 on real keys, -inf on padding."""
-    zero = torch.zeros((), dtype=dtype, device=mask.device)
-    blocked = torch.full((), float("-inf"), dtype=dtype, device=mask.device)
-    return torch.where(mask, zero, blocked)[:, None, None, :]
+def key_padding_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, T) boolean attention mask, True on real keys: valid whatever dtype autocast gives the queries."""
+    return mask[:, None, None, :]
 
 
 class ConvolutionModule(nn.Module):
@@ -95,7 +93,7 @@ class SequenceEncoder(nn.Module):
         """(B, T, D) inputs and (B, T) bool padding mask -> (B, T, D) normed outputs (padding zeroed)."""
         cos, sin = rotary_tables(self.head_dim, x.shape[1], self.rope_theta)
         cos, sin = cos.to(x.device), sin.to(x.device)
-        bias = key_padding_bias(mask, x.dtype)
+        bias = key_padding_mask(mask)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if checkpointing:

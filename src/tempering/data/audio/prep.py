@@ -3,7 +3,7 @@
 Audio files (`.wav .flac .ogg`) are found recursively under each input. A file's transcript
 comes from, first match wins: (d) `--transcripts FILE` (`path<TAB>text` lines, or a CSV with
 a `path` and a `transcript` or `text` column; a path matches by itself, relative to the file,
-or by the audio's stem); (c) a sibling `NAME.txt`; (a) LibriSpeech-style `*.trans.txt` in the
+or by the audio file's name or stem); (c) a sibling `NAME.txt`; (a) LibriSpeech-style `*.trans.txt` in the
 audio's folder (`ID text` per line, ID = the audio's stem); (b) an LJSpeech-style
 `metadata.csv` in the audio's folder or its parent (`id|text|normalized text`, the normalised
 text preferred). Skipped and counted: unreadable files, silent files (peak below 1e-4), no
@@ -84,7 +84,7 @@ class TranscriptFinder:
 
     def find(self, audio: Path) -> str | None:
         """The transcript of `audio`, or None."""
-        for key in (str(audio), str(audio.resolve()), _relative(audio, self.base), audio.stem):
+        for key in (str(audio), str(audio.resolve()), _relative(audio, self.base), audio.name, audio.stem):
             if key is not None and key in self.explicit:
                 return self.explicit[key]
         sibling = audio.with_suffix(".txt")
