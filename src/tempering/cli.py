@@ -142,7 +142,9 @@ LORA_FLAGS = [
 ]
 
 
+ASR_CHECKPOINT_FLAG = Flag("--asr-checkpoint", "speech.asr_checkpoint", str, "PATH")
 POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
+    ASR_CHECKPOINT_FLAG,
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
     Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
@@ -453,12 +455,27 @@ def _run_lm_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    """Sample a continuation of a prompt, streaming it to the terminal."""
+    """Sample a continuation of a prompt, streaming it to the terminal; or speak text into a WAV (Talker)."""
     from tempering.generation.command import run_generate
 
+    if args.speak is not None:
+        _speak(args)
+        return
     run_generate(args.checkpoint, prompt=args.prompt, chat=args.chat, system=args.system,
                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, seed=args.seed, device=args.device)
+
+
+def _speak(args: argparse.Namespace) -> None:
+    from tempering.generation.speak import speak_to_file
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    if args.output is None:
+        raise UserError("--speak writes audio: give --output FILE.wav")
+    result = speak_to_file(args.checkpoint, args.speak, Path(args.output), device=pick_device(args.device))
+    console.print(f"wrote {args.output}: {result['audio_s']:.2f} s of audio saying {result['text']!r} in "
+                  f"{result['compute_s']:.2f} s (real-time factor {result['compute_s'] / max(result['audio_s'], 1e-9):.3f})")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -722,6 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chat", metavar="MESSAGE", help="A user message: rendered with the checkpoint's chat "
                           "template; generation stops at the template's end-of-turn token.")
     generate.add_argument("--system", metavar="TEXT", help="System message for --chat.")
+    generate.add_argument("--speak", metavar="TEXT", help="Talker checkpoints: say TEXT (Griffin-Lim vocoder) into "
+                          "--output.")
+    generate.add_argument("--output", metavar="FILE.wav", help="With --speak: the 16 kHz WAV file to write.")
     generate.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N",
                           help="Stop after N new tokens, N >= 1 (default 100).")
     generate.add_argument("--temperature", type=ranged(float, low=0, high=100, what="give 0 (greedy) to 100"),
@@ -765,7 +785,7 @@ def print_commands(parser: argparse.ArgumentParser) -> None:
 CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
 
 
-PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS]
+PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, ASR_CHECKPOINT_FLAG]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ import signal
 
 import jiwer
 import pytest
+import soundfile
 import torch
 from safetensors.torch import load_file
 
@@ -39,7 +40,7 @@ def trained(corpus, tmp_path_factory):
     """An audio_enc_tiny run of 50 steps at a constant LR of 1e-2 (SpecAugment off): it learns the tones."""
     run = tmp_path_factory.mktemp("asr") / "run"
     run_temper("pretrain", *TINY, "--data", corpus, "--save-dir", run, "--max-steps", "50", "--lr", "1e-2",
-               "--lr-schedule", "constant", "speech.time_masks=0", "speech.freq_masks=0", check=True)
+               "--lr-schedule", "constant", "speech.time_masks=0", "speech.freq_masks=0", check=True, timeout=1200)
     return run
 
 
@@ -56,7 +57,7 @@ def test_ctc_loss_falls_and_best_is_chosen_by_wer(trained):
 
 
 def test_transcribe_prints_each_file_and_eval_scores_the_same_transcripts(trained, corpus):
-    rows = list(csv.DictReader((corpus).read_text(encoding="utf-8").splitlines()))[-8:]
+    rows = list(csv.DictReader(corpus.read_text(encoding="utf-8").splitlines()))[-8:]
     files = [str(corpus.parent / r["path"]) for r in rows]
     result = run_temper("transcribe", "--checkpoint", trained, *files, check=True)
     lines = result.stdout.splitlines()
@@ -126,7 +127,7 @@ def test_nan_injection_rolls_back_and_the_run_finishes(corpus, tmp_path):
 def test_prep_writes_a_csv_that_trains(tmp_path):
     source = tmp_path / "audio"
     corpus = write_tone_corpus(source / "nested", 10)
-    for row in csv.DictReader((corpus).read_text(encoding="utf-8").splitlines()):
+    for row in csv.DictReader(corpus.read_text(encoding="utf-8").splitlines()):
         (corpus.parent / row["path"]).with_suffix(".txt").write_text(row["transcript"].upper() + ".")
     corpus.unlink()
     (source / "broken.wav").write_bytes(b"RIFF nonsense")
@@ -153,3 +154,29 @@ def test_speech_user_errors_are_one_line_exit_2(corpus, trained, tmp_path):
     assert_user_error(run_temper("transcribe", "--checkpoint", trained, tmp_path / "none.wav"), "none.wav")
     assert_user_error(run_temper("pretrain", *TINY, "--data", corpus, "--save-dir", tmp_path / "r3", "--max-steps",
                                  "2", "model.n_kv_heads=1"), "model.n_kv_heads is not a dimension")
+
+
+def test_talker_trains_on_asr_durations_speaks_a_wav_and_post_trains(trained, corpus, tmp_path):
+    talker = tmp_path / "talker"
+    run_temper("pretrain", "--preset", "talker_tiny", "--data", corpus, "--asr-checkpoint", trained, "--save-dir",
+               talker, "--max-steps", "10", "--batch-size", "8", "--lr", "3e-3", "training.log_steps=1", check=True,
+               timeout=1200)
+    losses = [r["loss"] for r in records(talker, "train")]
+    assert losses[-1] < losses[0]
+    val = records(talker, "val")[-1]
+    assert {"mel_l1", "duration_loss", "intelligibility_cer", "intelligibility_wer"} <= val.keys()
+    meta = json.loads((talker / "final" / "meta.json").read_text())
+    assert meta["family"] == "talker" and meta["asr_checkpoint"] == str(trained / "best")
+    out = tmp_path / "said.wav"
+    run_temper("generate", "--checkpoint", talker, "--speak", "Bad cab!", "--output", out, check=True)
+    info = soundfile.info(str(out))
+    assert (info.format, info.subtype, info.samplerate, info.channels) == ("WAV", "PCM_16", 16_000, 1)
+    assert 7 * 0.01 <= info.duration <= 7 * 0.4 + 0.1  # 7 characters, 1 to 40 frames of 10 ms each
+    post = tmp_path / "talker_post"
+    run_temper("post-train", "--checkpoint", talker, "--new-dataset", corpus, "--asr-checkpoint", trained,
+               "--save-dir", post, "--max-steps", "2", "--batch-size", "8", "--reset-step", check=True)
+    assert json.loads((post / "final" / "meta.json").read_text())["family"] == "talker"
+    assert_user_error(run_temper("pretrain", "--preset", "talker_tiny", "--data", corpus, "--save-dir",
+                                 tmp_path / "x", "--max-steps", "1"), "--asr-checkpoint")
+    assert_user_error(run_temper("generate", "--checkpoint", trained, "--speak", "hi", "--output", out),
+                      "needs a Talker")

@@ -208,6 +208,7 @@ class SpeechConfig(Section):
     freq_mask_bins: int = Field(15, ge=0, description="SpecAugment: widest masked band, in mel bins.")
     time_masks: int = Field(2, ge=0, description="SpecAugment: runs of frames masked per training utterance (0 disables).")
     time_mask_frames: int = Field(40, ge=0, description="SpecAugment: longest masked run, in 10 ms frames (all runs together at most 20% of the utterance).")
+    asr_checkpoint: str | None = Field(None, description="Talker: the ASR (audio_encoder) checkpoint whose CTC alignments give each character's duration and whose CER on the synthesised validation sentences is the intelligibility (flag --asr-checkpoint).")
 
 
 def percentile_band(spec: str) -> tuple[float, float]:

@@ -15,11 +15,13 @@ from tempering.models.audio_encoder import AUDIO_ENCODER
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
+from tempering.models.talker import TALKER
 
 FAMILIES: dict[str, ModelFamily] = {
     LLAMA.name: LLAMA,
     MOE.name: MOE,
     AUDIO_ENCODER.name: AUDIO_ENCODER,
+    TALKER.name: TALKER,
 }
 
 

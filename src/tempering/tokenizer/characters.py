@@ -43,3 +43,9 @@ def is_character_tokenizer(bundle: TokenizerBundle) -> bool:
 def unknown_id(bundle: TokenizerBundle) -> int | None:
     """The id characters outside the set map to (None for byte-level tokenizers, which have none)."""
     return bundle.tokenizer.token_to_id(UNK)
+
+
+def character_set(bundle: TokenizerBundle) -> str:
+    """The characters a character tokenizer spells, in id order (what transcripts are normalised to)."""
+    vocab = bundle.tokenizer.get_vocab()
+    return "".join(token for token, _ in sorted(vocab.items(), key=lambda item: item[1]) if len(token) == 1)

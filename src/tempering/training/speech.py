@@ -1,4 +1,4 @@
-"""Speech stages: `temper pretrain` and `temper post-train` when the model is a speech family (ASR with CTC).
+"""Speech stages: `temper pretrain` and `temper post-train` when the model is a speech family (ASR, Talker).
 
 The stage entry points dispatch here when the preset (pretrain) or the checkpoint (post-train)
 belongs to a speech family, so the user runs the same commands with the same flags. Only the
@@ -18,10 +18,13 @@ from tempering.checkpoint.resolution import record_run
 from tempering.config import load_config
 from tempering.config.schema import Config
 from tempering.data.audio.asr_data import SpeechData, build_asr_data, build_asr_validation
+from tempering.data.audio.tts_data import build_tts_data
 from tempering.errors import UserError
+from tempering.evaluation.intelligibility import Intelligibility
+from tempering.generation.transcribe import load_asr_model
 from tempering.models.registry import find_preset
 from tempering.tokenizer import TokenizerBundle, load_tokenizer
-from tempering.tokenizer.characters import build_character_tokenizer
+from tempering.tokenizer.characters import build_character_tokenizer, character_set
 from tempering.tracking.console import console
 from tempering.training.assembly import (
     NON_ARCHITECTURE_KEYS,
@@ -33,8 +36,11 @@ from tempering.training.ctc import Ctc, alignment_possible
 from tempering.training.device import pick_device
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
+from tempering.training.objective import Objective
 from tempering.training.post_train import carry_over_state, check_reset_step, report_learning_rate
 from tempering.training.run_dir import prepare_run_dir
+from tempering.training.speech_alignment import asr_aligner
+from tempering.training.tts import Tts
 
 
 def asr_objective(tokenizer: TokenizerBundle, arch) -> Ctc:
@@ -52,19 +58,18 @@ def speech_tokenizer(config: Config) -> TokenizerBundle:
 def run_speech_pretrain(config: Config, *, restart: bool = False) -> dict:
     """Train a speech model from its preset on speech CSVs (or resume the run in run.save_dir)."""
     family, _ = find_preset(config.model.preset)
-    tokenizer = speech_tokenizer(config)
-    if tokenizer.pad_id is None:
-        raise UserError(f"tokenizer {tokenizer.path} has no pad token, which the CTC blank needs")
+    task = SpeechTask(config, family.name)
     overrides = {key: value for key, value in config.model.model_dump(exclude=NON_ARCHITECTURE_KEYS).items()
                  if value is not None}
-    overrides.update(vocab_size=tokenizer.vocab_size, blank_id=tokenizer.pad_id)
+    overrides.update(task.dimensions())
     source = ModelSource(family, family.architecture(config.model.preset, overrides), preset=config.model.preset)
-    data = build_asr_data(config, tokenizer, alignment_possible)
+    data = task.data()
     device = pick_device(config.training.device)
-    assembly = assemble(config, source, asr_objective(tokenizer, source.arch), device=device)
+    assembly = assemble(config, source, task.objective(source.arch), device=device)
     total_steps, length_reason = _total_steps(config, data)
     run_dir = prepare_run_dir(config, restart=restart)
     recover_interrupted_saves(run_dir)
+    tokenizer = task.tokenizer
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer", overwrite=True)
     console.print(f"model: {config.model.preset} ({assembly.num_parameters() / 1e6:.2f}M parameters, "
                   f"{family.name} family) on {device}; {total_steps} steps of "
@@ -75,10 +80,63 @@ def run_speech_pretrain(config: Config, *, restart: bool = False) -> dict:
         val_sets=data.val_sets, device=device, total_steps=total_steps, length_reason=length_reason,
         hf_config=hf_config, tokenizer_dir=Path(tokenizer_dir),
         meta={"tokenizer_fingerprint": tokenizer.fingerprint, "source_checkpoint": None, "post_training": False,
-              **assembly.checkpoint_meta()})
+              **task.meta(), **assembly.checkpoint_meta()})
     summary = train(setup)
     record_run(config, run_dir, summary)
     return summary
+
+
+class SpeechTask:
+    """What differs between the speech families: tokenizer, data, objective (ASR: CTC; Talker: TTS)."""
+
+    def __init__(self, config: Config, family: str, tokenizer: TokenizerBundle | None = None):
+        self.config, self.family = config, family
+        self.asr = _load_asr(config) if family == "talker" else None
+        if tokenizer is None:
+            tokenizer = self.asr.tokenizer if self.asr else speech_tokenizer(config)
+        if tokenizer.pad_id is None:
+            raise UserError(f"tokenizer {tokenizer.path} has no pad token, which the CTC blank needs")
+        self.tokenizer = tokenizer
+
+    def dimensions(self) -> dict:
+        """Architecture keys that follow the tokenizer."""
+        if self.family == "talker":
+            return {"vocab_size": self.tokenizer.vocab_size, "pad_id": self.tokenizer.pad_id}
+        return {"vocab_size": self.tokenizer.vocab_size, "blank_id": self.tokenizer.pad_id}
+
+    def data(self, datasets: list | None = None, val_data: list | None = None, val_name: str = "val",
+             config: Config | None = None) -> SpeechData:
+        """Training and validation batches of `datasets` (default: the data of `config`, default the run's)."""
+        config = config or self.config
+        if self.family == "talker":
+            return build_tts_data(config, self.tokenizer, character_set(self.tokenizer), asr_aligner(self.asr),
+                                  datasets=datasets, val_data=val_data, val_name=val_name)
+        return build_asr_data(config, self.tokenizer, alignment_possible, datasets=datasets, val_data=val_data,
+                              val_name=val_name)
+
+    def validation(self, config: Config, datasets: list, val_data: list) -> list | None:
+        """Only the validation set of another config's data (the original data of a post-training run)."""
+        if self.family == "talker":
+            return self.data(datasets, val_data, config=config).val_sets.get("val")
+        return build_asr_validation(config, self.tokenizer, datasets, val_data)
+
+    def objective(self, arch) -> Objective:
+        """CTC for the audio encoder; TTS (with intelligibility by the ASR) for the Talker."""
+        if self.family == "talker":
+            return Tts(lambda: Intelligibility(self.asr))
+        return asr_objective(self.tokenizer, arch)
+
+    def meta(self) -> dict:
+        """Checkpoint meta the task adds (the Talker's ASR checkpoint)."""
+        return {"asr_checkpoint": str(self.asr.checkpoint.path)} if self.asr else {}
+
+
+def _load_asr(config: Config):
+    """The ASR checkpoint a Talker run aligns with and is judged by (speech.asr_checkpoint)."""
+    if config.speech.asr_checkpoint is None:
+        raise UserError("the Talker learns each character's duration from an ASR checkpoint's CTC alignments: "
+                        "give --asr-checkpoint PATH (an audio_encoder checkpoint or run dir)")
+    return load_asr_model(config.speech.asr_checkpoint)
 
 
 def run_speech_post_train(config: Config, source: Checkpoint, *, restart: bool = False) -> dict:
@@ -87,12 +145,13 @@ def run_speech_post_train(config: Config, source: Checkpoint, *, restart: bool =
     tokenizer = load_checkpoint_tokenizer(source, config.tokenizer.path)
     if source.meta.get("tokenizer_fingerprint") not in (None, tokenizer.fingerprint):
         raise UserError(f"tokenizer {tokenizer.path} is not the one {source.path} was trained with")
-    data = _post_train_data(config, tokenizer, source)
+    task = SpeechTask(config, source.family.name, tokenizer)
+    data = _post_train_data(config, task, source)
     check_reset_step(config, source, restart)
     if config.lora.r is not None and not config.checkpoint.reset_optimizer:
         config.checkpoint.reset_optimizer = True
     device = pick_device(config.training.device)
-    assembly = assemble(config, model_source, asr_objective(tokenizer, model_source.arch), device=device)
+    assembly = assemble(config, model_source, task.objective(model_source.arch), device=device)
     initial_state, schedule_offset = carry_over_state(config, source, assembly.optimizer)
     report_learning_rate(config, source)
     new_steps, length_reason = _total_steps(config, data)
@@ -107,7 +166,7 @@ def run_speech_post_train(config: Config, source: Checkpoint, *, restart: bool =
         length_reason=length_reason, hf_config=hf_config, tokenizer_dir=source.tokenizer_dir,
         meta={"tokenizer_fingerprint": tokenizer.fingerprint, "source_checkpoint": str(source.path),
               "post_training": True, "strategy": config.data.strategy, "reset": resets,
-              **assembly.checkpoint_meta()},
+              **task.meta(), **assembly.checkpoint_meta()},
         best_split=best_split if best_split in data.val_sets else next(iter(data.val_sets), "val:new"),
         initial_state=initial_state, schedule_offset=schedule_offset)
     summary = train(setup)
@@ -115,7 +174,7 @@ def run_speech_post_train(config: Config, source: Checkpoint, *, restart: bool =
     return summary
 
 
-def _post_train_data(config: Config, tokenizer: TokenizerBundle, source: Checkpoint) -> SpeechData:
+def _post_train_data(config: Config, task: SpeechTask, source: Checkpoint) -> SpeechData:
     """New (and, for `combined`, old) training rows; val:new, and val:original from the old data or source run."""
     strategy, old = config.data.strategy, config.data.old_datasets
     if strategy == "append":
@@ -125,8 +184,8 @@ def _post_train_data(config: Config, tokenizer: TokenizerBundle, source: Checkpo
         raise UserError("data.strategy combined trains on old and new data: give the original CSV with "
                         "--old-dataset PATH")
     datasets = [*config.data.datasets, *(old if strategy == "combined" else [])]
-    data = build_asr_data(config, tokenizer, alignment_possible, datasets=datasets, val_name="val:new")
-    original = _original_validation(config, tokenizer, source)
+    data = task.data(datasets, val_name="val:new")
+    original = _original_validation(config, task, source)
     if original:
         data.val_sets["val:original"] = original
     else:
@@ -134,16 +193,16 @@ def _post_train_data(config: Config, tokenizer: TokenizerBundle, source: Checkpo
     return data
 
 
-def _original_validation(config: Config, tokenizer: TokenizerBundle, source: Checkpoint) -> list | None:
+def _original_validation(config: Config, task: SpeechTask, source: Checkpoint) -> list | None:
     """The validation set of the original data: --old-dataset's, else the source run's config.yaml's."""
     if config.data.old_datasets:
-        return build_asr_validation(config, tokenizer, config.data.old_datasets, [])
+        return task.validation(config, config.data.old_datasets, [])
     for run_dir in (source.path.parent, source.path.parent.parent):
         frozen = run_dir / "config.yaml"
         if frozen.is_file() and (run_dir / "metrics.jsonl").exists():
             try:
                 original = load_config(frozen)
-                return build_asr_validation(original, tokenizer, original.data.datasets, original.data.val_data)
+                return task.validation(original, original.data.datasets, original.data.val_data)
             except UserError as exc:
                 console.print(f"cannot rebuild the original validation set from {frozen}: {exc}")
                 return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tempering.models.family import ModelFamily
 
-SPEECH_FAMILIES = frozenset({"audio_encoder"})
+SPEECH_FAMILIES = frozenset({"audio_encoder", "talker"})
 
 
 def is_speech_family(family: ModelFamily) -> bool:

@@ -21,7 +21,7 @@ def _wav(path, seconds=0.5, amplitude=0.3, rate=16_000):
 
 
 def _rows(file):
-    return list(csv.DictReader((file).read_text(encoding="utf-8").splitlines()))
+    return list(csv.DictReader(file.read_text(encoding="utf-8").splitlines()))
 
 
 def _by_name(file):

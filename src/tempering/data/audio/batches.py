@@ -9,7 +9,8 @@ Validation batches go in length order, the same every time.
 
 Collation pads to the longest utterance of the batch: ASR batches hold `features` (B, T, 80)
 float32, `feature_lengths`, `targets` (B, S) and `target_lengths`; Talker batches hold
-`tokens` (B, N), `token_lengths`, `mels` (B, T, 80) and `mel_lengths`. Both carry
+`tokens` (B, N), `token_lengths`, `durations` (B, N) in mel frames, `mels` (B, T, 80) and
+`mel_lengths`. Both carry
 `reference` (B, R) int32 Unicode code points of the transcript (0-padded), what word and
 character error rates compare against.
 """
@@ -116,16 +117,19 @@ class AsrCollate:
 
 
 class TtsCollate:
-    """Pad input token ids and target log-mel frames of chosen utterances."""
+    """Pad input token ids, their durations (in mel frames) and target log-mel frames of chosen utterances."""
 
-    def __init__(self, tokens: list[np.ndarray], mels: list[np.ndarray], transcripts: list[str], *, pad_id: int):
-        self.tokens, self.mels, self.transcripts, self.pad_id = tokens, mels, transcripts, pad_id
+    def __init__(self, tokens: list[np.ndarray], durations: list[np.ndarray], mels: list[np.ndarray],
+                 transcripts: list[str], *, pad_id: int):
+        self.tokens, self.durations, self.mels, self.transcripts = tokens, durations, mels, transcripts
+        self.pad_id = pad_id
 
     def __call__(self, indices: np.ndarray, epoch: int | None) -> Batch:
         tokens, token_lengths = pad_ids([self.tokens[i] for i in indices], self.pad_id)
+        durations, _ = pad_ids([self.durations[i] for i in indices], 0)
         mels, mel_lengths = pad_frames([self.mels[i].astype(np.float32) for i in indices])
-        return {"tokens": tokens, "token_lengths": token_lengths, "mels": mels, "mel_lengths": mel_lengths,
-                "reference": code_points([self.transcripts[i] for i in indices])}
+        return {"tokens": tokens, "token_lengths": token_lengths, "durations": durations, "mels": mels,
+                "mel_lengths": mel_lengths, "reference": code_points([self.transcripts[i] for i in indices])}
 
 
 def pad_frames(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
