@@ -159,8 +159,8 @@ def test_speech_user_errors_are_one_line_exit_2(corpus, trained, tmp_path):
 def test_talker_trains_on_asr_durations_speaks_a_wav_and_post_trains(trained, corpus, tmp_path):
     talker = tmp_path / "talker"
     run_temper("pretrain", "--preset", "talker_tiny", "--data", corpus, "--asr-checkpoint", trained, "--save-dir",
-               talker, "--max-steps", "10", "--batch-size", "8", "--lr", "3e-3", "training.log_steps=1", check=True,
-               timeout=1200)
+               talker, "--max-steps", "10", "--batch-size", "8", "--lr", "3e-3", "training.log_steps=1",
+               "training.eval_max_batches=1", check=True, timeout=1200)
     losses = [r["loss"] for r in records(talker, "train")]
     assert losses[-1] < losses[0]
     val = records(talker, "val")[-1]
@@ -174,7 +174,8 @@ def test_talker_trains_on_asr_durations_speaks_a_wav_and_post_trains(trained, co
     assert 7 * 0.01 <= info.duration <= 7 * 0.4 + 0.1  # 7 characters, 1 to 40 frames of 10 ms each
     post = tmp_path / "talker_post"
     run_temper("post-train", "--checkpoint", talker, "--new-dataset", corpus, "--asr-checkpoint", trained,
-               "--save-dir", post, "--max-steps", "2", "--batch-size", "8", "--reset-step", check=True)
+               "--save-dir", post, "--max-steps", "2", "--batch-size", "8", "--reset-step",
+               "training.eval_max_batches=1", check=True, timeout=1200)
     assert json.loads((post / "final" / "meta.json").read_text())["family"] == "talker"
     assert_user_error(run_temper("pretrain", "--preset", "talker_tiny", "--data", corpus, "--save-dir",
                                  tmp_path / "x", "--max-steps", "1"), "--asr-checkpoint")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tempering.errors import UserError
+from tempering.models.audio_encoder import AUDIO_ENCODER
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
 from tempering.models.registry import (
@@ -13,13 +14,16 @@ from tempering.models.registry import (
     family_of_checkpoint,
     find_preset,
 )
+from tempering.models.talker import TALKER
 
 
 def test_every_decoder_model_type_belongs_to_its_family():
     for model_type in ("llama", "mistral", "qwen2", "qwen3"):
         assert family_for_model_type(model_type) is LLAMA
     assert family_for_model_type("mixtral") is MOE
-    assert FAMILIES == {"llama": LLAMA, "moe": MOE}
+    assert family_for_model_type("tempering_audio_encoder") is AUDIO_ENCODER
+    assert family_for_model_type("tempering_talker") is TALKER
+    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "audio_encoder": AUDIO_ENCODER, "talker": TALKER}
 
 
 def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
