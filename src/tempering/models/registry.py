@@ -14,10 +14,12 @@ from tempering.errors import UserError
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
+from tempering.models.vision import VISION
 
 FAMILIES: dict[str, ModelFamily] = {
     LLAMA.name: LLAMA,
     MOE.name: MOE,
+    VISION.name: VISION,
 }
 
 
