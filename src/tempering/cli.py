@@ -56,6 +56,35 @@ PREP_FLAGS = [
     Flag("--text-field", "prep.text_field", str, "NAME"),
     Flag("--invalid-utf8", "prep.invalid_utf8", str, "replace|skip"),
     Flag("--max-bad-line-fraction", "prep.max_bad_line_fraction", float, "F"),
+    # Corpus processing stages (all off by default).
+    Flag("--workers", "prep.workers", int, "N"),
+    Flag("--chunk-size", "prep.chunk_size", int, "N"),
+    Flag("--chunk-unit", "prep.chunk_unit", str, "chars|tokens"),
+    Flag("--near-dedup", "prep.near_dedup", is_switch=True),
+    Flag("--minhash-perm", "prep.minhash_perm", int, "N"),
+    Flag("--near-dedup-threshold", "prep.near_dedup_threshold", float, "J"),
+    Flag("--near-dedup-bands", "prep.near_dedup_bands", int, "B"),
+    Flag("--near-dedup-rows", "prep.near_dedup_rows", int, "R"),
+    Flag("--verify-jaccard", "prep.verify_jaccard", is_switch=True),
+    Flag("--ppl-model", "prep.ppl_model", str, "CHECKPOINT"),
+    Flag("--ppl-keep", "prep.ppl_keep", str, "LOW:HIGH"),
+    Flag("--ppl-max", "prep.ppl_max", float, "PPL"),
+    Flag("--ppl-max-tokens", "prep.ppl_max_tokens", int, "N"),
+    Flag("--ppl-batch-size", "prep.ppl_batch_size", int, "N"),
+    Flag("--ppl-report-only", "prep.ppl_report_only", is_switch=True),
+    Flag("--quality-filter", "prep.quality_filter", is_switch=True),
+    Flag("--quality-min-words", "prep.quality_min_words", int, "N"),
+    Flag("--quality-max-words", "prep.quality_max_words", int, "N"),
+    Flag("--quality-min-mean-word-length", "prep.quality_min_mean_word_length", float, "L"),
+    Flag("--quality-max-mean-word-length", "prep.quality_max_mean_word_length", float, "L"),
+    Flag("--quality-max-symbol-ratio", "prep.quality_max_symbol_ratio", float, "F"),
+    Flag("--quality-max-non-alpha-words", "prep.quality_max_non_alpha_words", float, "F"),
+    Flag("--quality-max-ellipsis-lines", "prep.quality_max_ellipsis_lines", float, "F"),
+    Flag("--quality-max-bullet-lines", "prep.quality_max_bullet_lines", float, "F"),
+    Flag("--quality-max-duplicate-lines", "prep.quality_max_duplicate_lines", float, "F"),
+    Flag("--quality-max-duplicate-ngrams", "prep.quality_max_duplicate_ngrams", float, "F"),
+    Flag("--dataset-limit", "prep.dataset_limit", str, "NAME=N[docs|tokens],..."),
+    Flag("--max-source-fraction", "prep.max_source_fraction", float, "F"),
 ]
 
 
@@ -303,7 +332,13 @@ def cmd_prep(args: argparse.Namespace) -> None:
 
     _split_paths_and_overrides(args, "input")
     config = _load(args, PREP_FLAGS, "prep")
-    run_prep(args.input, args.tokenizer, args.output, config.prep)
+    scorer = None
+    if config.prep.ppl_model:
+        from tempering.evaluation.document_perplexity import DocumentPerplexity
+
+        scorer = DocumentPerplexity(config.prep.ppl_model, max_tokens=config.prep.ppl_max_tokens,
+                                    batch_size=config.prep.ppl_batch_size)
+    run_prep(args.input, args.tokenizer, args.output, config.prep, scorer=scorer)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:

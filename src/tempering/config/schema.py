@@ -200,6 +200,19 @@ class LoraConfig(Section):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
 
 
+def percentile_band(spec: str) -> tuple[float, float]:
+    """`LOW:HIGH` percentiles (0 <= LOW < HIGH <= 100) as a pair; ValueError says what is wrong."""
+    low, sep, high = spec.partition(":")
+    try:
+        band = (float(low), float(high)) if sep else None
+    except ValueError:
+        band = None
+    if band is None or not 0 <= band[0] < band[1] <= 100:
+        raise ValueError(f"prep.ppl_keep {spec!r} is not a percentile band LOW:HIGH with 0 <= LOW < HIGH <= 100 "
+                         "(e.g. 0:70)")
+    return band
+
+
 class PrepConfig(Section):
     """`temper prep`: raw files to token shards."""
 
@@ -212,6 +225,53 @@ class PrepConfig(Section):
     dedup: bool = Field(True, description="Drop exact-duplicate documents (by content hash).")
     shard_tokens: int = Field(100_000_000, gt=0, description="Tokens per shard file before a new one starts.")
     batch_size: int = Field(1000, gt=0, description="Documents per tokenizer batch.")
+    workers: int = Field(1, ge=1, le=256, description="Processes that compute quality rules and MinHash signatures (the output is the same for any number).")
+    chunk_size: int | None = Field(None, gt=0, description="Cut documents longer than this (chunk_unit) at paragraph, line, sentence, then word boundaries; off when unset.")
+    chunk_unit: Literal["chars", "tokens"] = Field("chars", description="Unit of chunk_size: characters, or tokens of the prep tokenizer.")
+    near_dedup: bool = Field(False, description="Remove near-duplicates: MinHash of word 5-gram shingles, LSH, clusters keep their first document.")
+    minhash_perm: int = Field(112, ge=2, le=1024, description="MinHash permutations per document (signature length).")
+    near_dedup_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity above which two documents are near-duplicates; sets bands x rows unless given.")
+    near_dedup_bands: int | None = Field(None, gt=0, description="LSH bands (give with near_dedup_rows; bands x rows <= minhash_perm); default: derived from the threshold.")
+    near_dedup_rows: int | None = Field(None, gt=0, description="MinHash values per LSH band (give with near_dedup_bands).")
+    verify_jaccard: bool = Field(False, description="Keep only candidate pairs whose exact shingle Jaccard reaches near_dedup_threshold.")
+    ppl_model: str | None = Field(None, description="Checkpoint (dir or run dir) whose perplexity scores each document; enables the perplexity filter.")
+    ppl_keep: str | None = Field(None, description="Keep documents whose perplexity rank is within this percentile band LOW:HIGH (e.g. 0:70).")
+    ppl_max: float | None = Field(None, gt=0.0, description="Keep documents whose perplexity is at most this.")
+    ppl_max_tokens: int = Field(512, gt=0, le=1_000_000, description="Score only the first N tokens of each document.")
+    ppl_batch_size: int = Field(16, gt=0, le=4096, description="Documents per scoring batch.")
+    ppl_report_only: bool = Field(False, description="Score and report perplexities without removing any document.")
+    quality_filter: bool = Field(False, description="Apply the Gopher/C4-style quality rules below.")
+    quality_min_words: int = Field(50, ge=0, description="Quality rule: remove documents with fewer words.")
+    quality_max_words: int = Field(100_000, gt=0, description="Quality rule: remove documents with more words.")
+    quality_min_mean_word_length: float = Field(3.0, ge=0.0, description="Quality rule: remove documents whose mean word length is below this.")
+    quality_max_mean_word_length: float = Field(10.0, gt=0.0, description="Quality rule: remove documents whose mean word length is above this.")
+    quality_max_symbol_ratio: float = Field(0.1, ge=0.0, description="Quality rule: most '#' and ellipses per word.")
+    quality_max_non_alpha_words: float = Field(0.2, ge=0.0, le=1.0, description="Quality rule: largest fraction of words with no letter.")
+    quality_max_ellipsis_lines: float = Field(0.3, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines ending in an ellipsis.")
+    quality_max_bullet_lines: float = Field(0.9, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines starting with a bullet.")
+    quality_max_duplicate_lines: float = Field(0.3, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines repeating an earlier line.")
+    quality_max_duplicate_ngrams: float = Field(0.15, ge=0.0, le=1.0, description="Quality rule: largest fraction of characters in repeated word 5-grams.")
+    dataset_limit: str | None = Field(None, description="Per-source caps after filtering: NAME=N[docs|tokens],... (a source: a file given by name, by its stem; an input dir, or its first-level folders).")
+    max_source_fraction: float | None = Field(None, gt=0.0, le=1.0, description="Cap every source at this fraction of the total tokens, after filtering and dataset_limit.")
+
+    @model_validator(mode="after")
+    def _stage_settings_agree(self) -> PrepConfig:
+        if (self.near_dedup_bands is None) != (self.near_dedup_rows is None):
+            raise ValueError("give prep.near_dedup_bands and prep.near_dedup_rows together (or neither)")
+        if self.near_dedup_bands is not None and self.near_dedup_bands * self.near_dedup_rows > self.minhash_perm:
+            raise ValueError(f"prep.near_dedup_bands x prep.near_dedup_rows = {self.near_dedup_bands * self.near_dedup_rows} "
+                             f"exceeds prep.minhash_perm = {self.minhash_perm}")
+        if self.ppl_keep is not None:
+            percentile_band(self.ppl_keep)
+        if self.ppl_model is None and (self.ppl_keep or self.ppl_max or self.ppl_report_only):
+            raise ValueError("prep.ppl_keep, prep.ppl_max and prep.ppl_report_only need prep.ppl_model (--ppl-model CHECKPOINT)")
+        if self.ppl_keep is not None and self.ppl_max is not None:
+            raise ValueError("give prep.ppl_keep or prep.ppl_max, not both")
+        if self.quality_min_words > self.quality_max_words:
+            raise ValueError("prep.quality_min_words exceeds prep.quality_max_words")
+        if self.quality_min_mean_word_length > self.quality_max_mean_word_length:
+            raise ValueError("prep.quality_min_mean_word_length exceeds prep.quality_max_mean_word_length")
+        return self
 
 
 class DebugConfig(Section):
