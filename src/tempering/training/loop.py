@@ -457,6 +457,7 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOu
 
 def _val_line(val: dict) -> str:
     return " | ".join(f"{split} loss {values['loss']:.4f}" + (f" ppl {values['ppl']:.2f}" if "ppl" in values else "")
+                      + (f" exact {values['exact_match']:.3f}" if "exact_match" in values else "")
                       for split, values in val.items())
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -84,3 +84,21 @@ class Objective:
     def count_units(self, batch: NumpyBatch) -> int:
         """Supervised units in a host-side batch (before it goes to the device): the loss normaliser."""
         raise NotImplementedError
+
+    def split_metric(self) -> SplitMetric | None:
+        """A fresh accumulator of whole-split validation metrics (exact match, ...), or None for loss only."""
+        return None
+
+    def predict(self, model: nn.Module, batch: TensorBatch) -> tuple[LossResult, object]:
+        """The batch's loss and the predictions `split_metric()` scores (objectives with a split metric)."""
+        raise NotImplementedError
+
+
+class SplitMetric(Protocol):
+    """Validation metrics that need the whole split, not a mean per unit (exact match, error rates)."""
+
+    def update(self, batch: TensorBatch, predictions: object) -> None:
+        """Take in one batch and the objective's predictions for it."""
+
+    def compute(self) -> dict[str, float]:
+        """The metrics over everything taken in."""

@@ -36,6 +36,10 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     source_path, origin = resolve_source_checkpoint(config, cli_checkpoint)
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
+    from tempering.training.captioning_run import run_captioning, trains_captions
+
+    if trains_captions(source.family):  # an image captioner: its own data and objective
+        return run_captioning(config, source=source, restart=restart)
     model_source = source_from_checkpoint(source, config.model)
     family, arch = model_source.family, model_source.arch
     tokenizer = load_checkpoint_tokenizer(source, config.tokenizer.path)
@@ -48,14 +52,14 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     context = family.context_length(arch)
     if context is not None and config.data.seq_len > context:
         raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({context})")
-    _check_reset_step(config, source, restart)
+    check_reset_step(config, source, restart)
     if config.lora.r is not None and not config.checkpoint.reset_optimizer:
         console.print("LoRA trains new adapters: the source's optimizer moments (of its full weights) are not used")
         config.checkpoint.reset_optimizer = True
     device = pick_device(config.training.device)
     assembly = assemble(config, model_source, CausalLM(), device=device)
-    initial_state, schedule_offset = _carry_over_state(config, source, assembly.optimizer)
-    _report_learning_rate(config, source)
+    initial_state, schedule_offset = carry_over_state(config, source, assembly.optimizer)
+    report_learning_rate(config, source)
     run_dir = prepare_run_dir(config, restart=restart)
     recover_interrupted_saves(run_dir)
 
@@ -120,7 +124,7 @@ def _source_run_validation(source: Checkpoint, tokenizer, vocab_size: int):
     return None
 
 
-def _carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[TrainState, int]:
+def carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[TrainState, int]:
     """Load the source's optimizer / schedule position / step unless reset; print what happened."""
     resets = config.checkpoint
     origin = "imported from Hugging Face" if source.meta.get("imported_from") else (
@@ -160,7 +164,8 @@ def _carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[Tr
     return TrainState(step=start_step), offset
 
 
-def _report_learning_rate(config: Config, source: Checkpoint) -> None:
+def report_learning_rate(config: Config, source: Checkpoint) -> None:
+    """Print this run's learning rate as a fraction of the source run's, with advice when it is high."""
     source_lr = source.meta.get("learning_rate")
     lr = config.training.learning_rate
     if not source_lr:
@@ -171,7 +176,7 @@ def _report_learning_rate(config: Config, source: Checkpoint) -> None:
     console.print(f"learning rate {lr:g} = {ratio:.2g}× the source run's {source_lr:g}{advice}")
 
 
-def _check_reset_step(config: Config, source: Checkpoint, restart: bool) -> None:
+def check_reset_step(config: Config, source: Checkpoint, restart: bool) -> None:
     """--reset-step restarts step numbers: only into an empty save_dir or this same post-training run."""
     if not config.checkpoint.reset_step or restart or config.run.save_dir is None:
         return

@@ -9,9 +9,11 @@ from tempering.checkpoint.resolution import record_run
 from tempering.config.schema import Config
 from tempering.data.datasets import build_lm_data, is_shard_dir
 from tempering.errors import UserError
+from tempering.models.registry import find_preset
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 from tempering.training.assembly import assemble, source_from_preset
+from tempering.training.captioning_run import run_captioning, trains_captions
 from tempering.training.causal_lm import CausalLM
 from tempering.training.device import pick_device
 from tempering.training.expert_runs import load_expert_dir, save_expert_run
@@ -22,6 +24,8 @@ from tempering.training.run_dir import prepare_run_dir
 
 def run_pretrain(config: Config, *, restart: bool = False) -> dict:
     """Pretrain from scratch, or resume the run already in `run.save_dir`."""
+    if trains_captions(find_preset(config.model.preset)[0]):  # a vision preset: image captioning
+        return run_captioning(config, restart=restart)
     tokenizer = load_tokenizer(resolve_tokenizer_path(config))
     source = source_from_preset(config.model, tokenizer.vocab_size)
     context = source.family.context_length(source.arch)
