@@ -7,6 +7,7 @@ import pytest
 from tempering.errors import UserError
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
+from tempering.models.vision import VISION
 from tempering.models.registry import (
     FAMILIES,
     family_for_model_type,
@@ -19,15 +20,18 @@ def test_every_decoder_model_type_belongs_to_its_family():
     for model_type in ("llama", "mistral", "qwen2", "qwen3"):
         assert family_for_model_type(model_type) is LLAMA
     assert family_for_model_type("mixtral") is MOE
-    assert FAMILIES == {"llama": LLAMA, "moe": MOE}
+    assert family_for_model_type("llava") is VISION
+    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION}
 
 
 def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
     assert family_of_checkpoint({"model_type": "qwen3"}, {}) is LLAMA
     assert family_of_checkpoint({"model_type": "anything"}, {"family": "llama"}) is LLAMA
-    with pytest.raises(UserError, match="ckpt/config.json: .*model family 'vision'"):
-        family_of_checkpoint({}, {"family": "vision"}, where="ckpt/config.json")
-    with pytest.raises(UserError, match="model_type is 'bert'; Tempering supports llama, mistral, qwen2, qwen3, mixtral"):
+    assert family_of_checkpoint({"model_type": "llava"}, {}) is VISION
+    with pytest.raises(UserError, match="ckpt/config.json: .*model family 'audio'"):
+        family_of_checkpoint({}, {"family": "audio"}, where="ckpt/config.json")
+    with pytest.raises(UserError, match="model_type is 'bert'; Tempering supports llama, mistral, qwen2, qwen3, mixtral, "
+                                        "llava"):
         family_of_checkpoint({"model_type": "bert"}, {})
 
 
