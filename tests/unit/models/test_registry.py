@@ -7,13 +7,13 @@ import pytest
 from tempering.errors import UserError
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
-from tempering.models.vision import VISION
 from tempering.models.registry import (
     FAMILIES,
     family_for_model_type,
     family_of_checkpoint,
     find_preset,
 )
+from tempering.models.vision import VISION
 
 
 def test_every_decoder_model_type_belongs_to_its_family():
