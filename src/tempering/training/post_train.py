@@ -40,6 +40,9 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
 
     if trains_captions(source.family):  # an image captioner: its own data and objective
         return run_captioning(config, source=source, restart=restart)
+    if config.training.best_metric == "exact_match":
+        raise UserError(f"training.best_metric=exact_match scores greedy captions; {source.path} holds a "
+                        f"{source.family.name} model: use new or original")
     model_source = source_from_checkpoint(source, config.model)
     family, arch = model_source.family, model_source.arch
     tokenizer = load_checkpoint_tokenizer(source, config.tokenizer.path)
