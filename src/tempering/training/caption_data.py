@@ -75,14 +75,11 @@ def build_caption_data(config: Config, tokenizer, *, image_size: int, max_text_t
     if not new_train:
         raise UserError(f"no training images left in {', '.join(d.path for d in config.data.datasets)}")
 
-    cut = [0]
-
-    def examples(records):
-        made, num_cut = tokenize_examples(records, tokenizer, config.vision.prompt, max_text_tokens)
-        cut[0] += num_cut
-        return made
-
-    new, old = examples(new_train), examples(old_train)
+    splits = {"train:new": new_train, "train:old": old_train,
+              "val:new" if source is not None else "val": new_val, "val:original": original_val}
+    tokenized = {split: tokenize_examples(records, tokenizer, config.vision.prompt, max_text_tokens)
+                 for split, records in splits.items()}
+    new, old = tokenized["train:new"][0], tokenized["train:old"][0]
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
     groups = [old, new] if strategy != "new_only" else [new]
     train = CaptionBatches(groups, [1.0] * len(groups), batch_size=config.training.batch_size, seed=config.run.seed,
@@ -91,11 +88,11 @@ def build_caption_data(config: Config, tokenizer, *, image_size: int, max_text_t
     if train.batches_per_epoch == 0:
         raise UserError(f"{len(new) + len(old)} training images make less than one batch of training.batch_size="
                         f"{config.training.batch_size}; lower --batch-size or add images")
-    splits = {"val:new" if source is not None else "val": new_val, "val:original": original_val}
-    val_sets = {split: [CaptionEvalSet(examples(records), image_size=image_size, pad_id=pad_id)]
-                for split, records in splits.items() if records}
-    if cut[0]:
-        warn(f"{cut[0]} captions are longer than data.seq_len={max_text_tokens} tokens with the prompt and were cut "
+    val_sets = {split: [CaptionEvalSet(examples, image_size=image_size, pad_id=pad_id)]
+                for split, (examples, _) in tokenized.items() if split.startswith("val") and examples}
+    num_cut = sum(cut for _, cut in tokenized.values())
+    if num_cut:
+        warn(f"{num_cut} captions are longer than data.seq_len={max_text_tokens} tokens with the prompt and were cut "
              "(raise --seq-len)")
     return CaptionData(train, val_sets, len(new) + len(old))
 

@@ -19,6 +19,7 @@ the LM afterwards costs nothing; only a fresh start whose `--lm` is missing is a
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.io import Checkpoint, load_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
 from tempering.checkpoint.model_loading import load_checkpoint_tokenizer
-from tempering.checkpoint.paths import WEIGHTS_FILE
+from tempering.checkpoint.paths import TOKENIZER_FILES, WEIGHTS_FILE
 from tempering.checkpoint.resolution import record_run, validate_source_checkpoint
 from tempering.config.schema import Config
 from tempering.errors import UserError
@@ -147,7 +148,7 @@ def _start(config: Config, source: Checkpoint | None) -> tuple[ModelSource, Toke
                         "dimensions come from the --lm checkpoint")
     encoder = family.architecture(config.model.preset, overrides)
     lm, weights, lm_meta = _language_model(config)
-    tokenizer = load_checkpoint_tokenizer(lm, config.tokenizer.path)
+    tokenizer = load_checkpoint_tokenizer(lm, config.tokenizer.path or _lasting_tokenizer_dir(config, lm))
     image_token = tokenizer.tokenizer.token_to_id(IMAGE_TOKEN)
     arch = replace(encoder, lm=lm.architecture(), image_token_id=image_token if image_token is not None
                    else tokenizer.pad_id or 0)
@@ -178,6 +179,27 @@ def _language_model(config: Config) -> tuple[Checkpoint, dict | None, dict]:
                         "decoder checkpoint (from `temper pretrain` or `temper import`)")
     return lm, lm_weights_for_captioner(lm.load_weights()), {"path": str(lm.path.resolve()), "fingerprint": _weights_fingerprint(lm.path),
                          "step": lm.meta.get("step")}
+
+
+def _lasting_tokenizer_dir(config: Config, lm: Checkpoint) -> str | None:
+    """A copy in save_dir/tokenizer of the tokenizer of an LM read from the run's own checkpoint, else None.
+
+    A resumed run reads its LM from its newest checkpoint, which retention (save_total_limit)
+    may delete before the run copies the tokenizer into its next checkpoint.
+    """
+    save_dir = Path(config.run.save_dir) if config.run.save_dir is not None else None
+    if save_dir is None or lm.tokenizer_dir is None or not lm.path.resolve().is_relative_to(save_dir.resolve()):
+        return None
+    kept = save_dir / "tokenizer"
+    if not (kept / TOKENIZER_FILES[0]).is_file():
+        staging = save_dir / ".tmp-tokenizer"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for name in TOKENIZER_FILES:
+            if (lm.path / name).is_file():
+                shutil.copy2(lm.path / name, staging / name)
+        staging.replace(kept)
+    return str(kept)
 
 
 def _lm_view(checkpoint: Checkpoint) -> Checkpoint:

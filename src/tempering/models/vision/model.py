@@ -67,6 +67,7 @@ class EncoderMlp(nn.Module):
         self.fc1, self.fc2 = nn.Linear(width, d_ff), nn.Linear(d_ff, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, P, D) -> (B, P, D)."""
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
@@ -81,6 +82,7 @@ class EncoderLayer(nn.Module):
         self.mlp = EncoderMlp(arch.d_model, arch.d_ff)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, P, D) -> (B, P, D) through attention and MLP, each on its own pre-norm residual branch."""
         x = x + self.self_attn(self.layer_norm1(x))
         return x + self.mlp(self.layer_norm2(x))
 
@@ -125,6 +127,7 @@ class Projector(nn.Module):
         self.linear_1, self.linear_2 = nn.Linear(width, lm_width), nn.Linear(lm_width, lm_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, P, D) encoder features -> (B, P, D_lm) language-model inputs."""
         return self.linear_2(F.gelu(self.linear_1(x)))
 
 
