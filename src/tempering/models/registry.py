@@ -11,11 +11,13 @@ import difflib
 from typing import Any
 
 from tempering.errors import UserError
+from tempering.models.encoder import ENCODER
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
 
 FAMILIES: dict[str, ModelFamily] = {
     LLAMA.name: LLAMA,
+    ENCODER.name: ENCODER,
 }
 
 
