@@ -90,7 +90,16 @@ TRAINING_FLAGS = [
 ]
 
 
+TASK_FLAG = Flag("--task", "task", str, "ner", help="Train token classification (NER) with an encoder: a head "
+                 "on the data's labels, entity F1 at validation [task=token_classification].")
+PRETRAIN_FLAGS = TRAINING_FLAGS + [
+    TASK_FLAG,
+    Flag("--objective", "task", str, "clm|mlm", help="Pretraining objective: clm (next token, decoders) or mlm "
+         "(masked LM, encoders); default: the preset's family's own [task].")]
+
+
 POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+    TASK_FLAG,
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
     Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
@@ -280,7 +289,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     _split_paths_and_overrides(args, "data")
     _split_paths_and_overrides(args, "val_data")
-    run_pretrain(_load(args, TRAINING_FLAGS, "pretrain"), restart=args.restart)
+    run_pretrain(_load(args, PRETRAIN_FLAGS, "pretrain"), restart=args.restart)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -307,6 +316,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
     run_generate(args.checkpoint, prompt=args.prompt, chat=args.chat, system=args.system,
                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, seed=args.seed, device=args.device)
+
+
+def cmd_tag(args: argparse.Namespace) -> None:
+    """Tag entities with a token-classification checkpoint."""
+    from tempering.generation.tagging import run_tag
+
+    run_tag(args.checkpoint, text=args.text, input_file=args.input, output=args.output, batch_size=args.batch_size,
+            device=args.device)
 
 
 def cmd_post_train(args: argparse.Namespace) -> None:
@@ -410,8 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_prep)
 
     pretrain = commands.add_parser(
-        "pretrain", help="Pretrain a decoder LM; re-running the same command resumes it.",
-        description="Pretrain a decoder LM on token shards (or raw .txt/.jsonl). Runnable from flags alone; "
+        "pretrain", help="Pretrain a model from a preset: a decoder LM, an encoder (--objective mlm) or NER "
+                         "(--task ner); re-running the same command resumes it.",
+        description="Pretrain a model from a preset: a decoder LM on token shards (or raw .txt/.jsonl), an encoder "
+                    "with masked LM on the same shards (--objective mlm; the default for encoder presets), or a "
+                    "token-classification (NER) model on labelled sentences (--task ner). Runnable from flags alone; "
                     "re-running the same command resumes from the newest checkpoint in --save-dir.")
     _add_training_arguments(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
@@ -420,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
         "post-train", help="Continue training a checkpoint on new data (domain adaptation, fine-tuning).",
         description="Continue training a checkpoint on new data. The architecture comes from the checkpoint; by "
                     "default its optimizer, schedule position and step counter carry over (each --reset-* drops "
-                    "one). Every evaluation reports val:new and val:original. Re-running the same command resumes.")
+                    "one). Every evaluation reports val:new and val:original. With --task ner (the default for a "
+                    "NER checkpoint) an encoder is fine-tuned or continued on labelled sentences, its label map "
+                    "kept (ner.label_mapping). Re-running the same command resumes.")
     post.add_argument("--checkpoint", metavar="PATH",
                       help="Source checkpoint or run dir (else $CHECKPOINT_PATH, checkpoint.source_path, or the "
                            "previous run recorded in the run cache).")
@@ -524,6 +546,21 @@ def build_parser() -> argparse.ArgumentParser:
                           default=0, metavar="S", help="Sampling seed, 0 to 2^63-1 (default 0).")
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     generate.set_defaults(func=cmd_generate)
+
+    tag = commands.add_parser(
+        "tag", help="Tag entities with a token-classification (NER) checkpoint: print them for --text, or write "
+                    "tagged JSONL for --input.",
+        description="Run a token-classification checkpoint over a text (its entities are printed: text, type, "
+                    "score, character span) or over a JSONL file whose rows hold `tokens` (words) or `text` (each "
+                    "row is written back with `ner_tags` and `entities`).")
+    tag.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    tag.add_argument("--text", metavar="TEXT", help="A text to tag (split into words and punctuation).")
+    tag.add_argument("--input", metavar="FILE.jsonl", help="Rows with `tokens` or `text` to tag.")
+    tag.add_argument("--output", metavar="FILE.jsonl", help="Where --input's tagged rows go (default: stdout).")
+    tag.add_argument("--batch-size", type=POSITIVE_INT, default=32, metavar="N",
+                     help="Sentences per forward pass (default 32).")
+    tag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
+    tag.set_defaults(func=cmd_tag)
     add_underscore_spellings(parser)
     return parser
 
@@ -547,7 +584,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-data", nargs="+", action="extend", metavar="PATH",
                         help="Separate validation data; shard dirs contribute their val split when they have one [data.val_data].")
     _add_restart(parser)
-    _add_config_arguments(parser, TRAINING_FLAGS)
+    _add_config_arguments(parser, PRETRAIN_FLAGS)
 
 
 def _add_restart(parser: argparse.ArgumentParser) -> None:

@@ -154,13 +154,15 @@ with warnings.catch_warnings():
     class CheckpointConfig(Section):
         """Which checkpoint a stage starts from (post-train, SFT, DPO), and what state it keeps."""
 
-        source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name}, {seed}, {stage} and {section.key} placeholders are filled from this config.")
+        source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name}, {seed}, {stage}, {preset}, {backbone}, {run_id} and {section.key} placeholders are filled from this config (and the previous-run cache).")
         select: Literal["best", "final", "latest"] = Field("best", description="For a run dir: which of its checkpoints to use.")
         validate: bool = Field(True, description="Check the source checkpoint's files, config and tokenizer fingerprint before starting.")
         cache_file: Path | None = Field(None, description="Previous-run cache (JSON) every training run writes; default $TEMPERING_CACHE_DIR or ~/.cache/tempering, file last_run.json.")
         reset_optimizer: bool = Field(False, description="Post-training: start with empty optimizer state instead of the source's.")
         reset_scheduler: bool = Field(False, description="Post-training: restart the learning-rate schedule (warmup included) instead of continuing the source's.")
         reset_step: bool = Field(False, description="Post-training: count steps from 0 instead of continuing the source's step counter.")
+        backbone: str | None = Field(None, description="Name of the backbone a run continues; fills {backbone} (default: in source_path the previous run's, elsewhere the source checkpoint's preset or model type).")
+        run_id: str | None = Field(None, description="Id of the run a run continues; fills {run_id} (default: in source_path the previous run's from the cache file, elsewhere the source checkpoint's).")
 
 
 class SftConfig(Section):
@@ -181,6 +183,22 @@ class DpoConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed fraction of flipped preference labels (sigmoid loss).")
     ref_checkpoint: str | None = Field(None, description="Reference model; default: a frozen copy of the initial policy.")
     precompute_ref: bool = Field(False, description="Compute reference log-probs in one pass and free the reference model.")
+
+
+class MlmConfig(Section):
+    """Masked-LM pretraining of an encoder (`--objective mlm`)."""
+
+    mask_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Fraction of tokens selected for prediction; of those 80% become the mask token, 10% a random token, 10% stay.")
+    whole_word_masking: bool = Field(False, description="Select whole words (all their word pieces) instead of single tokens.")
+
+
+class NerConfig(Section):
+    """Token classification (`--task ner`): data, label alignment and label maps."""
+
+    labels: list[str] = Field(default_factory=list, description="Label names by id: for data whose tags are ids, and to fix the label set (other tags are bad rows).")
+    label_all_tokens: bool = Field(False, description="Put the word's label on every word piece (B- becomes I- after the first), not only on the first.")
+    scheme_errors: Literal["repair", "error"] = Field("repair", description="An I-X that starts an entity (IOB2 violation): turn it into B-X, or refuse the row's file.")
+    label_mapping: Literal["strict", "merge"] = Field("strict", description="Continued training on data whose labels differ from the checkpoint's: refuse (strict) or add the new labels to the head (merge).")
 
 
 class PrepConfig(Section):
@@ -204,10 +222,14 @@ class DebugConfig(Section):
     kill_during_save_at_step: int | None = Field(None, gt=0, description="SIGKILL the process halfway through writing this step's checkpoint, to exercise crash safety.")
 
 
+TASK_ALIASES = {"ner": "token_classification", "mlm": "masked_lm", "clm": "causal_lm"}
+
+
 class Config(Section):
     """The whole run: one YAML file, validated at load."""
 
     stage: Literal["pretrain", "post_train", "sft", "dpo", "prep"] = Field("pretrain", description="Which stage this config is for (set by the command).")
+    task: Literal["auto", "causal_lm", "masked_lm", "token_classification"] = Field("auto", description="What pretrain/post-train train: causal_lm (decoders), masked_lm (--objective mlm), token_classification (--task ner); auto is the model family's own (causal_lm, masked_lm for encoders) or the checkpoint's head.")
     run: RunConfig = Field(default_factory=RunConfig, description="Run name, directory and seed.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer.")
@@ -216,5 +238,12 @@ class Config(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Starting checkpoint.")
     sft: SftConfig = Field(default_factory=SftConfig, description="SFT options.")
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO options.")
+    mlm: MlmConfig = Field(default_factory=MlmConfig, description="Masked-LM options.")
+    ner: NerConfig = Field(default_factory=NerConfig, description="Token-classification options.")
     prep: PrepConfig = Field(default_factory=PrepConfig, description="Data preparation options.")
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_alias(cls, value):
+        return TASK_ALIASES.get(value, value) if isinstance(value, str) else value

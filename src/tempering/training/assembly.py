@@ -143,6 +143,8 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
         model, arch = family.build(source.arch, dropout=config.model.dropout), source.arch
     else:
         _, arch, model = build_from_checkpoint(source.checkpoint, dropout=config.model.dropout)
+        if source.arch != arch:  # another head or more labels (token classification): the family carries weights over
+            model, arch = family.adapt(model, source.arch, dropout=config.model.dropout), source.arch
     if vocab_size is not None and vocab_size > family.vocab_size(arch):
         console.print(f"resizing the embeddings from {family.vocab_size(arch)} to {vocab_size} tokens "
                       "(new rows start at the mean embedding)")
