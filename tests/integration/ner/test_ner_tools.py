@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import assert_user_error, run_temper
+from tests.conftest import REPO_ROOT, assert_user_error, run_temper
 from tests.integration.ner.conftest import NER_RUN
 
 transformers = pytest.importorskip("transformers")
@@ -77,3 +77,17 @@ def test_a_bert_directory_imports_as_distilbert_and_fine_tunes_for_ner(ner_data,
     final = json.loads((run / "final" / "config.json").read_text())
     assert final["architectures"] == ["DistilBertForTokenClassification"] and "B-PER" in final["label2id"]
     assert transformers.AutoTokenizer.from_pretrained(run / "final").cls_token == "[CLS]"
+
+
+def test_the_example_configs_run_two_steps(workspace, ner_data, tmp_path):
+    demo = tmp_path / "demo"
+    (demo / "shards").mkdir(parents=True)
+    (demo / "tokenizer").symlink_to(workspace / "tok")
+    (demo / "shards" / "prose").symlink_to(workspace / "shards")
+    short = ["training.max_steps=2", "training.eval_max_batches=1", "training.save_steps=null"]
+    run_temper("pretrain", "--config", REPO_ROOT / "configs" / "mlm.yaml", *short, cwd=tmp_path, check=True)
+    data = [f"data.datasets.0.path={ner_data['docs']['train']}", f"data.val_data.0.path={ner_data['docs']['val']}"]
+    run_temper("post-train", "--config", REPO_ROOT / "configs" / "ner.yaml", *short, *data, "training.epochs=null", "training.eval_steps=1",
+               cwd=tmp_path, check=True)
+    summary = json.loads((demo / "runs" / "ner" / "summary.json").read_text())
+    assert summary["final_step"] == 2 and summary["best_metric"] == "f1"
