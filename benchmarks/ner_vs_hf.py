@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -113,16 +114,17 @@ def tempering_throughput(run: Path) -> dict:
     return {"tokens": tokens, "train_s": seconds, "tokens_per_s": tokens / seconds}
 
 
-def hf_row(init: Path, rows: list, work: Path, args, group_by_length: bool) -> dict:
-    """Train the HF row in its own process; return its result and the F1 of its model."""
-    output = work / ("hf-grouped" if group_by_length else "hf-default")
+def hf_row(init: Path, rows: list, work: Path, args, group_by_length: bool, max_steps: int = -1,
+           output: Path | None = None) -> dict:
+    """Train the HF row in its own process; return its result (tokens, runtime, tokens/s, load)."""
+    output = output or work / ("hf-grouped" if group_by_length else "hf-default")
     output.mkdir(parents=True, exist_ok=True)
     train_file = output / "rows.jsonl"
     train_file.write_text("".join(json.dumps({"input_ids": r.input_ids.tolist(), "labels": r.labels.tolist()}) + "\n"
                                   for r in rows))
     spec = {"init": str(init), "train": str(train_file), "output": str(output), "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "weight_decay": 0.0,
-            "adam_beta2": 0.999, "seed": 1337, "group_by_length": group_by_length}
+            "adam_beta2": 0.999, "seed": 1337, "group_by_length": group_by_length, "max_steps": max_steps}
     (output / "spec.json").write_text(json.dumps(spec))
     load_before = load_average()
     with open(work / "log.txt", "a") as log:
@@ -152,6 +154,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--continued-epochs", type=int, default=1)
+    parser.add_argument("--throughput-rounds", type=int, default=3,
+                        help="Rounds of short runs, the rows in turn (Tempering, HF, HF grouped), for the speed ratio.")
+    parser.add_argument("--throughput-steps", type=int, default=60)
+    parser.add_argument("--only-throughput", action="store_true", help="Reuse --work's starting point; rounds only.")
     parser.add_argument("--smoke", action="store_true", help="A few hundred sentences and steps: checks the plumbing.")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ner_vs_hf.json"))
     args = parser.parse_args()
@@ -183,13 +189,17 @@ def main() -> None:
     temper("post-train", "--task", "ner", "--checkpoint", backbone, "--new-dataset", files["docs_train"],
            "--val-data", files["docs_val"], "--save-dir", init, "--max-steps", 1, "--lr", 0, *common, log=log)
     start = init / "final"
+    rows = aligned_rows(start, [files["docs_train"]], 256)
+    if args.only_throughput:
+        report["throughput_rounds"] = throughput_rounds(start, rows, files, common, work, args, log)
+        _write(report, args)
+        return
 
     ours = work / "tempering"
     load_before = load_average()
     temper("post-train", "--task", "ner", "--checkpoint", start, "--reset-optimizer", "--reset-scheduler",
            "--reset-step", "--new-dataset", files["docs_train"], "--val-data", files["docs_val"], "--save-dir", ours,
            "--epochs", args.epochs, "--lr", args.lr, "--warmup-steps", args.warmup_steps, *common, log=log)
-    rows = aligned_rows(start, [files["docs_train"]], 256)
     val = aligned_rows(start, [files["docs_val"]], 256)
     labels = json.loads((start / "config.json").read_text())["id2label"]
     report["tempering"] = {**tempering_throughput(ours), "load": [round(load_before, 1), round(load_average(), 1)],
@@ -201,10 +211,40 @@ def main() -> None:
         report[name]["tempering_speedup"] = report["tempering"]["tokens_per_s"] / result["tokens_per_s"]
         report[name]["f1_difference_points"] = 100 * (report["tempering"]["f1"] - report[name]["f1"])
     report["continued"] = continued_training(ours, files, args, work, log)
+    if args.throughput_rounds:
+        report["throughput_rounds"] = throughput_rounds(start, rows, files, common, work, args, log)
+    _write(report, args)
+
+
+def _write(report: dict, args) -> None:
     report["load_at_end"] = load_average()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(markdown(report))
+
+
+def throughput_rounds(start: Path, rows: list, files: dict, common: list, work: Path, args, log: Path) -> dict:
+    """Short runs of the three rows in turn, --throughput-rounds times: tokens/s each, ratios per round."""
+    rounds = []
+    for index in range(args.throughput_rounds):
+        run = work / f"speed-{index}"
+        load = load_average()
+        temper("post-train", "--task", "ner", "--checkpoint", start, "--reset-optimizer", "--reset-scheduler",
+               "--reset-step", "--new-dataset", files["docs_train"], "--val-data", files["docs_val"], "--save-dir",
+               run, "--max-steps", args.throughput_steps, "--lr", args.lr, "--warmup-steps", args.warmup_steps,
+               "training.eval_max_batches=1", "--restart", *common, log=log)
+        ours = {**tempering_throughput(run), "load": round(load, 1)}
+        default = hf_row(start, rows, work, args, False, args.throughput_steps, work / f"speed-{index}-hf")
+        grouped = hf_row(start, rows, work, args, True, args.throughput_steps, work / f"speed-{index}-hf-grouped")
+        rounds.append({"tempering": ours, "hf_trainer": default, "hf_trainer_grouped": grouped,
+                       "vs_hf": ours["tokens_per_s"] / default["tokens_per_s"],
+                       "vs_hf_grouped": ours["tokens_per_s"] / grouped["tokens_per_s"]})
+    median = statistics.median
+    return {"rounds": rounds, "steps": args.throughput_steps,
+            "median_tokens_per_s": {name: median(r[name]["tokens_per_s"] for r in rounds)
+                                    for name in ("tempering", "hf_trainer", "hf_trainer_grouped")},
+            "median_vs_hf": median(r["vs_hf"] for r in rounds),
+            "median_vs_hf_grouped": median(r["vs_hf_grouped"] for r in rounds)}
 
 
 def result_dir(work: Path, grouped: bool) -> Path:
@@ -247,9 +287,12 @@ def _smoke_files(files: dict, work: Path) -> dict:
 
 def markdown(report: dict) -> str:
     """The tables docs/performance.md shows."""
+    lines = _speed_table(report.get("throughput_rounds"))
+    if "tempering" not in report:
+        return "\n".join(lines)
     t = report["tempering"]
-    lines = ["| row | docs_val entity F1 | tokens/s (training) | Tempering's speed-up | load (start, end) |",
-             "|---|---|---|---|---|",
+    lines += ["", "| row (full fine-tune) | docs_val entity F1 | tokens/s (training) | Tempering's speed-up | "
+              "load (start, end) |", "|---|---|---|---|---|",
              f"| `temper post-train --task ner` | {100 * t['f1']:.2f} | {t['tokens_per_s']:,.0f} | 1.00× | "
              f"{t['load'][0]}, {t['load'][1]} |"]
     for name, label in (("hf_trainer", "HF `Trainer` (defaults)"),
@@ -265,6 +308,22 @@ def markdown(report: dict) -> str:
         lines.append(f"| `{strategy}` | {100 * new[0]:.2f} → {100 * new[1]:.2f} | {100 * original[0]:.2f} → "
                      f"{100 * original[1]:.2f} ({row['val_original_change_points']:+.2f} pts) |")
     return "\n".join(lines)
+
+
+def _speed_table(speed: dict | None) -> list[str]:
+    if not speed:
+        return []
+    rounds = speed["rounds"]
+    lines = [f"| row ({speed['steps']} steps, {len(rounds)} rounds in turn) | tokens/s per round | median | "
+             "Tempering's speed-up (median of rounds) |", "|---|---|---|---|"]
+    for name, label, ratio in (("tempering", "`temper post-train --task ner`", None),
+                               ("hf_trainer", "HF `Trainer` (defaults)", "median_vs_hf"),
+                               ("hf_trainer_grouped", "HF `Trainer`, `group_by_length=True`", "median_vs_hf_grouped")):
+        values = ", ".join(f"{r[name]['tokens_per_s']:,.0f}" for r in rounds)
+        lines.append(f"| {label} | {values} | {speed['median_tokens_per_s'][name]:,.0f} | "
+                     + (f"**{speed[ratio]:.2f}×** |" if ratio else "1.00× |"))
+    loads = ", ".join(str(r["tempering"]["load"]) for r in rounds)
+    return lines + ["", f"Load average at the start of each round: {loads}."]
 
 
 if __name__ == "__main__":

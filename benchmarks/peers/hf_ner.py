@@ -3,7 +3,7 @@
     python benchmarks/peers/hf_ner.py SPEC.json
 
 SPEC: {"init": checkpoint dir, "train": rows .jsonl (input_ids, labels), "output": dir, "epochs", "batch_size",
-"lr", "warmup_steps", "weight_decay", "adam_beta2", "seed", "group_by_length"}. The rows are the very
+"lr", "warmup_steps", "weight_decay", "adam_beta2", "seed", "group_by_length", optional "max_steps"}. The rows are the very
 word-piece ids and labels Tempering trains on (aligned by the benchmark), so both sides see the same
 data; padding is to the longest row of a batch, labels -100 on pads, as DataCollatorForTokenClassification
 does. Writes OUTPUT/result.json: train_runtime_s, tokens (non-pad, over all epochs), steps, and saves the
@@ -60,6 +60,16 @@ def _grouping(group_by_length: bool) -> dict:
     return {"group_by_length": group_by_length}
 
 
+class CountingTrainer(transformers.Trainer):
+    """Trainer that counts the non-pad tokens of every training step it runs."""
+
+    tokens = 0
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        self.tokens += int(inputs["attention_mask"].sum())
+        return super().training_step(model, inputs, *args, **kwargs)
+
+
 def main(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     output = Path(spec["output"])
@@ -68,19 +78,19 @@ def main(spec_file: str) -> None:
     pad_id = model.config.pad_token_id
     args = transformers.TrainingArguments(
         output_dir=str(output / "trainer"), per_device_train_batch_size=spec["batch_size"],
-        num_train_epochs=spec["epochs"], learning_rate=spec["lr"], weight_decay=spec["weight_decay"],
+        num_train_epochs=spec["epochs"], max_steps=spec.get("max_steps", -1), learning_rate=spec["lr"], weight_decay=spec["weight_decay"],
         adam_beta1=0.9, adam_beta2=spec["adam_beta2"], adam_epsilon=1e-8, max_grad_norm=1.0,
         lr_scheduler_type="cosine", warmup_steps=spec["warmup_steps"], logging_steps=50, save_strategy="no",
         eval_strategy="no", report_to=[], dataloader_num_workers=0, seed=spec["seed"], use_cpu=True,
         disable_tqdm=True, **_grouping(spec["group_by_length"]))
     for row in rows:
         row["length"] = len(row["input_ids"])
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=Rows(rows), data_collator=collate(pad_id))
+    trainer = CountingTrainer(model=model, args=args, train_dataset=Rows(rows), data_collator=collate(pad_id))
     started = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - started
     trainer.save_model(str(output / "final"))
-    tokens = sum(row["length"] for row in rows) * spec["epochs"]
+    tokens = trainer.tokens
     (output / "result.json").write_text(json.dumps({
         "train_runtime_s": result.metrics["train_runtime"], "wall_s": wall, "tokens": tokens,
         "steps": result.global_step, "train_loss": result.training_loss}))
