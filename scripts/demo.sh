@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The end-to-end demo on the built-in sample corpus:
-# corpus -> tokenizer -> shards -> pretrain -> eval -> post-train -> generate -> SFT -> DPO -> chat.
+# corpus -> tokenizer -> shards -> pretrain -> eval -> post-train -> generate -> SFT -> DPO -> chat -> lm-eval -> plot.
 # Re-running it is safe: every step either reproduces its output or is a no-op.
 set -euo pipefail
 OUT="${DEMO_DIR:-demo}"
@@ -57,3 +57,9 @@ temper dpo --checkpoint "$OUT/runs/sft" --data "$OUT/corpus/chat/preference_trai
 
 echo "== 10. chat with the tuned model: generation stops at the end-of-turn token"
 temper generate --checkpoint "$OUT/runs/dpo" --chat "What does \`json.dumps\` do?" --max-new-tokens 60 --temperature 0
+
+echo "== 11. lm-evaluation-harness on the pretrained model: which sentence really comes next? (local task, offline)"
+temper eval --checkpoint "$OUT/runs/base" --lm-eval tempering_next_sentence --batch-size 16
+
+echo "== 12. plot pretraining and post-training: loss, perplexity (val, val:new, val:original), LR, throughput, memory"
+temper plot "$OUT/runs/base" "$OUT/runs/code" --output "$OUT/plot.png"

@@ -56,6 +56,35 @@ PREP_FLAGS = [
     Flag("--text-field", "prep.text_field", str, "NAME"),
     Flag("--invalid-utf8", "prep.invalid_utf8", str, "replace|skip"),
     Flag("--max-bad-line-fraction", "prep.max_bad_line_fraction", float, "F"),
+    # Corpus processing stages (all off by default).
+    Flag("--workers", "prep.workers", int, "N"),
+    Flag("--chunk-size", "prep.chunk_size", int, "N"),
+    Flag("--chunk-unit", "prep.chunk_unit", str, "chars|tokens"),
+    Flag("--near-dedup", "prep.near_dedup", is_switch=True),
+    Flag("--minhash-perm", "prep.minhash_perm", int, "N"),
+    Flag("--near-dedup-threshold", "prep.near_dedup_threshold", float, "J"),
+    Flag("--near-dedup-bands", "prep.near_dedup_bands", int, "B"),
+    Flag("--near-dedup-rows", "prep.near_dedup_rows", int, "R"),
+    Flag("--verify-jaccard", "prep.verify_jaccard", is_switch=True),
+    Flag("--ppl-model", "prep.ppl_model", str, "CHECKPOINT"),
+    Flag("--ppl-keep", "prep.ppl_keep", str, "LOW:HIGH"),
+    Flag("--ppl-max", "prep.ppl_max", float, "PPL"),
+    Flag("--ppl-max-tokens", "prep.ppl_max_tokens", int, "N"),
+    Flag("--ppl-batch-size", "prep.ppl_batch_size", int, "N"),
+    Flag("--ppl-report-only", "prep.ppl_report_only", is_switch=True),
+    Flag("--quality-filter", "prep.quality_filter", is_switch=True),
+    Flag("--quality-min-words", "prep.quality_min_words", int, "N"),
+    Flag("--quality-max-words", "prep.quality_max_words", int, "N"),
+    Flag("--quality-min-mean-word-length", "prep.quality_min_mean_word_length", float, "L"),
+    Flag("--quality-max-mean-word-length", "prep.quality_max_mean_word_length", float, "L"),
+    Flag("--quality-max-symbol-ratio", "prep.quality_max_symbol_ratio", float, "F"),
+    Flag("--quality-max-non-alpha-words", "prep.quality_max_non_alpha_words", float, "F"),
+    Flag("--quality-max-ellipsis-lines", "prep.quality_max_ellipsis_lines", float, "F"),
+    Flag("--quality-max-bullet-lines", "prep.quality_max_bullet_lines", float, "F"),
+    Flag("--quality-max-duplicate-lines", "prep.quality_max_duplicate_lines", float, "F"),
+    Flag("--quality-max-duplicate-ngrams", "prep.quality_max_duplicate_ngrams", float, "F"),
+    Flag("--dataset-limit", "prep.dataset_limit", str, "NAME=N[docs|tokens],..."),
+    Flag("--max-source-fraction", "prep.max_source_fraction", float, "F"),
 ]
 
 
@@ -87,18 +116,39 @@ TRAINING_FLAGS = [
     Flag("--no-compile", "training.compile", is_switch=True, switch_value="false",
          help="Never compile the training step [training.compile=false]."),
     Flag("--gradient-checkpointing", "training.gradient_checkpointing", is_switch=True),
+    Flag("--report-to", "tracking.report_to", str, "tensorboard,mlflow,wandb|all|none"),
 ]
 
 
 TASK_FLAG = Flag("--task", "task", str, "ner", help="Train token classification (NER) with an encoder: a head "
                  "on the data's labels, entity F1 at validation [task=token_classification].")
-PRETRAIN_FLAGS = TRAINING_FLAGS + [
-    TASK_FLAG,
-    Flag("--objective", "task", str, "clm|mlm", help="Pretraining objective: clm (next token, decoders) or mlm "
-         "(masked LM, encoders); default: the preset's family's own [task].")]
+OBJECTIVE_FLAG = Flag("--objective", "task", str, "clm|mlm", help="Pretraining objective: clm (next token, decoders) "
+                      "or mlm (masked LM, encoders); default: the preset's family's own [task].")
 
 
-POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+def _pattern_list(text: str) -> str:
+    """`--train-only router,lm_head` as the YAML list the config key takes."""
+    return json.dumps([part.strip() for part in text.split(",") if part.strip()])
+
+
+TRAIN_ONLY_FLAG = Flag("--train-only", "training.train_only", _pattern_list, "PATTERNS",
+                       help="Train only parameters matching these comma-separated patterns ('router' for a "
+                            "mixture of experts' routers); freeze the rest [training.train_only].")
+EXPERT_FLAGS = [
+    Flag("--active-expert", "training.active_expert", int, "I"),
+    Flag("--expert-checkpoint-dir", "checkpoint.expert_checkpoint_dir", str, "DIR"),
+    Flag("--freeze-shared", "training.freeze_shared", is_switch=True),
+]
+
+
+LORA_FLAGS = [
+    Flag("--lora-r", "lora.r", int, "R"),
+    Flag("--lora-alpha", "lora.alpha", float, "A"),
+    Flag("--lora-dropout", "lora.dropout", float, "P"),
+]
+
+
+POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
     TASK_FLAG,
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
@@ -109,7 +159,7 @@ POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] 
 ]
 
 
-CHAT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + [
+CHAT_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [
     Flag("--template", "sft.template", str, "NAME"),
     Flag("--select", "checkpoint.select", str, "best|final|latest"),
 ]
@@ -209,9 +259,11 @@ def cmd_presets(args: argparse.Namespace) -> None:
     presets = all_presets()
     dimensions = list(dict.fromkeys(key for _, family, arch in presets for key in family.summary(arch)))
     rows = [[name, family.name, *(family.summary(arch).get(key, "-") for key in dimensions),
-             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
+             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_active_parameters(arch) / 1e6:.2f}M",
+             f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
             for name, family, arch in presets]
-    print_table("Model presets", ["preset", "family", *dimensions, "params", "non-embedding"], rows)
+    print_table("Model presets (parameters counted at each preset's vocab; a run's follows its tokenizer)",
+                ["preset", "family", *dimensions, "params", "active/token", "non-embedding"], rows)
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -248,6 +300,13 @@ def cmd_import(args: argparse.Namespace) -> None:
     import_hf_model(args.source, args.output)
 
 
+def cmd_merge_experts(args: argparse.Namespace) -> None:
+    """Assemble the experts of sequential expert runs into one checkpoint."""
+    from tempering.training.expert_runs import merge_experts
+
+    merge_experts(Path(args.expert_checkpoint_dir), Path(args.output))
+
+
 def cmd_sample_corpus(args: argparse.Namespace) -> None:
     """Write the built-in sample corpus."""
     from tempering.data.sample_corpus import write_sample_corpus
@@ -280,7 +339,13 @@ def cmd_prep(args: argparse.Namespace) -> None:
 
     _split_paths_and_overrides(args, "input")
     config = _load(args, PREP_FLAGS, "prep")
-    run_prep(args.input, args.tokenizer, args.output, config.prep)
+    scorer = None
+    if config.prep.ppl_model:
+        from tempering.evaluation.document_perplexity import DocumentPerplexity
+
+        scorer = DocumentPerplexity(config.prep.ppl_model, max_tokens=config.prep.ppl_max_tokens,
+                                    batch_size=config.prep.ppl_batch_size)
+    run_prep(args.input, args.tokenizer, args.output, config.prep, scorer=scorer)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -293,10 +358,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    """Report loss and perplexity of a checkpoint per dataset."""
+    """Report loss and perplexity of a checkpoint per dataset, or run lm-eval tasks on it."""
     from tempering.evaluation.evaluate import evaluate_checkpoint, parse_dataset_specs
     from tempering.tracking.console import print_table
 
+    if (args.data is None) == (args.lm_eval is None):
+        raise UserError("give --data PATH... (loss and perplexity) or --lm-eval TASK[,TASK...] (lm-evaluation-harness)")
+    if args.lm_eval is not None:
+        _run_lm_eval(args)
+        return
     datasets = parse_dataset_specs(args.data, args.limit or [])
     result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
                                  batch_size=args.batch_size, max_batches=args.max_batches, device=args.device)
@@ -307,6 +377,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
             for name, r in result["datasets"].items()]
     print_table(f"{result['checkpoint']} (step {result['step']}, seq_len {result['seq_len']})",
                 ["dataset", "path", "documents", "tokens", "loss", "ppl"], rows)
+
+
+def _run_lm_eval(args: argparse.Namespace) -> None:
+    from tempering.evaluation.lm_eval_bridge import parse_limit, run_lm_eval
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    tasks = [task.strip() for task in args.lm_eval.split(",") if task.strip()]
+    if len(args.limit or []) > 1:
+        raise UserError("--limit with --lm-eval takes one value: examples per task (N) or a fraction (0 < F < 1)")
+    _, table, output = run_lm_eval(args.checkpoint, tasks, limit=parse_limit((args.limit or [None])[0]),
+                                   num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                                   device=str(pick_device(args.device)), output=args.output and Path(args.output),
+                                   include=[Path(d) for d in args.lm_eval_include or []])
+    print(table)
+    console.print(f"results written to {output}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -324,6 +410,17 @@ def cmd_tag(args: argparse.Namespace) -> None:
 
     run_tag(args.checkpoint, text=args.text, input_file=args.input, output=args.output, batch_size=args.batch_size,
             device=args.device)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    """Plot runs' metrics into one PNG."""
+    from tempering.tracking.console import console
+    from tempering.tracking.plot import plot_runs
+
+    output = Path(args.output) if args.output else Path(args.run_dirs[0]) / "plot.png"
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    drawn = plot_runs([Path(d) for d in args.run_dirs], output, metrics=metrics, x=args.x)
+    console.print(f"wrote {output}: " + "; ".join(f"{metric} ({', '.join(labels)})" for metric, labels in drawn.items()))
 
 
 def cmd_post_train(args: argparse.Namespace) -> None:
@@ -510,12 +607,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="The checkpoint directory to create (must not exist, or be empty).")
     importer.set_defaults(func=cmd_import)
 
+    merge = commands.add_parser(
+        "merge-experts", help="Assemble the experts of sequential expert runs into one MoE checkpoint.",
+        description="Assemble shared.safetensors and every expert_<I>.safetensors that `temper pretrain "
+                    "--active-expert I --expert-checkpoint-dir DIR` runs wrote into one checkpoint. Then teach the "
+                    "router to pick: `temper post-train --checkpoint CKPT --train-only router ...`.")
+    merge.add_argument("--expert-checkpoint-dir", required=True, metavar="DIR", help="The expert runs' directory.")
+    merge.add_argument("--output", required=True, metavar="CKPT", help="The checkpoint directory to create "
+                       "(must not exist, or be empty).")
+    merge.set_defaults(func=cmd_merge_experts)
+
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
-    evaluate.add_argument("--data", nargs="+", action="extend", required=True, metavar="[NAME=]PATH",
+    evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
                           help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
     evaluate.add_argument("--limit", nargs="+", action="extend", metavar="[NAME=]N",
-                          help="Use at most N documents of dataset NAME (or of every dataset).")
+                          help="Use at most N documents of dataset NAME (or of every dataset); with --lm-eval, N "
+                               "examples per task or a fraction F < 1.")
     evaluate.add_argument("--split", choices=["auto", "val", "train"], default="auto",
                           help="Which split of a shard dir: auto = val when it has one, else train (default auto).")
     evaluate.add_argument("--seq-len", type=POSITIVE_INT, metavar="N",
@@ -525,6 +633,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-batches", type=POSITIVE_INT, metavar="N", help="Evaluate at most N batches per dataset.")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     evaluate.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    evaluate.add_argument("--lm-eval", metavar="TASK[,TASK...]",
+                          help="Run EleutherAI lm-evaluation-harness tasks instead of --data, offline, through its "
+                               "Hugging Face model path (needs the eval extra). Shipped local task: "
+                               "tempering_next_sentence (configs/lm_eval/).")
+    evaluate.add_argument("--num-fewshot", type=ranged(int, low=0, what="give 0 or more"), metavar="K",
+                          help="lm-eval: few-shot examples per prompt (default: each task's own).")
+    evaluate.add_argument("--lm-eval-include", nargs="+", action="extend", metavar="DIR",
+                          help="lm-eval: more directories of task YAMLs (besides configs/lm_eval/).")
+    evaluate.add_argument("--output", metavar="FILE.json", help="lm-eval: where to write the results JSON (default "
+                          "beside the checkpoint: CHECKPOINT.lm_eval.TASKS.json).")
     evaluate.set_defaults(func=cmd_eval)
 
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
@@ -561,6 +679,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Sentences per forward pass (default 32).")
     tag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     tag.set_defaults(func=cmd_tag)
+
+    plot = commands.add_parser(
+        "plot", help="Plot runs' loss, perplexity, LR, throughput and telemetry into one PNG (needs matplotlib).",
+        description="One PNG of runs' metrics.jsonl: a panel per metric, every run and split (train, val, "
+                    "val:new, val:original, system) overlaid and labelled, recovery and early-stop events marked.")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="Run directories (their metrics.jsonl).")
+    plot.add_argument("--output", metavar="FILE.png", help="Where to write the PNG (default RUN_DIR/plot.png of the first run).")
+    plot.add_argument("--metrics", metavar="M,M,...", help="Comma-separated metrics, one panel each (default "
+                      "loss,ppl,lr,tokens_per_s,rss_mb,data_wait_frac; any metrics.jsonl field works, e.g. grad_norm, "
+                      "cpu_pct, rewards/margins).")
+    plot.add_argument("--x", choices=["step", "tokens"], default="step", help="x axis: optimizer step or tokens seen "
+                      "(default step).")
+    plot.set_defaults(func=cmd_plot)
     add_underscore_spellings(parser)
     return parser
 
@@ -576,6 +707,9 @@ def print_commands(parser: argparse.ArgumentParser) -> None:
 
 
 CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
+
+
+PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, TASK_FLAG, OBJECTIVE_FLAG]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:

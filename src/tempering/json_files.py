@@ -1,8 +1,9 @@
-"""Read a JSON file that must hold one object; failures become one UserError line naming the file."""
+"""JSON files: read one that must hold an object (failures become one UserError line), write one atomically."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tempering.errors import UserError
@@ -20,3 +21,14 @@ def read_json_object(file: Path, *, invalid: str = USER_FILE_INVALID, not_object
     if not isinstance(value, dict):
         raise UserError(not_object.format(file=file))
     return value
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temp file and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
+    tmp.replace(path)

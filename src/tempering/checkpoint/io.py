@@ -26,6 +26,9 @@ from safetensors.torch import load_file, save_file
 from tempering import json_files
 from tempering.checkpoint.atomic import fsync_file, write_dir_atomically
 from tempering.checkpoint.paths import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS_FILE,
     CONFIG_FILE,
     GENERATION_CONFIG_FILE,
     META_FILE,
@@ -52,7 +55,7 @@ META_KEYS = (
     "model_type",
     "family",
 )
-REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE)
+REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE)  # a LoRA periodic checkpoint has an adapter instead of weights
 
 # What torch.load(weights_only=True) accepts; anything else in trainer_state is a bug.
 _PLAIN_LEAVES = (str, bytes, int, float, bool, type(None), torch.Size, torch.dtype, torch.device)
@@ -104,6 +107,29 @@ class Checkpoint:
         except (SafetensorError, OSError) as exc:
             raise UserError(f"checkpoint {file} is corrupt or truncated: {exc}") from exc
 
+    @property
+    def has_weights(self) -> bool:
+        """Whether the checkpoint holds the full model (a LoRA periodic checkpoint holds only its adapter)."""
+        return (self.path / WEIGHTS_FILE).is_file()
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        """Where its LoRA adapter files are: the checkpoint itself (periodic) or adapter/ (best, final)."""
+        for folder in (self.path, self.path / ADAPTER_DIR):
+            if (folder / ADAPTER_WEIGHTS_FILE).is_file():
+                return folder
+        return None
+
+    def load_adapter(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """Read the LoRA adapter tensors (adapter_model.safetensors)."""
+        if self.adapter_dir is None:
+            raise UserError(f"checkpoint {self.path} holds no LoRA adapter ({ADAPTER_WEIGHTS_FILE})")
+        file = self.adapter_dir / ADAPTER_WEIGHTS_FILE
+        try:
+            return load_file(file, device=str(device))
+        except (SafetensorError, OSError) as exc:
+            raise UserError(f"checkpoint {file} is corrupt or truncated: {exc}") from exc
+
     def load_trainer_state(self, map_location: str | torch.device = "cpu") -> dict:
         """Read trainer_state.pt with torch.load(weights_only=True)."""
         file = self.path / TRAINER_STATE_FILE
@@ -131,7 +157,7 @@ class Checkpoint:
 def save_checkpoint(
     target: str | Path,
     *,
-    weights: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor] | None,
     hf_config: dict,
     meta: dict,
     trainer_state: dict | None = None,
@@ -139,6 +165,8 @@ def save_checkpoint(
     generation_config: dict | None = None,
     previous: Path | None = None,
     on_partial_write: Callable[[], None] | None = None,
+    adapter: tuple[dict[str, torch.Tensor], dict] | None = None,
+    adapter_in_subdir: bool = False,
 ) -> Path:
     """Write a complete checkpoint directory at target atomically, replacing any existing one.
 
@@ -148,8 +176,13 @@ def save_checkpoint(
     it lacks are written as null and created_at defaults to now. `previous` names the
     checkpoint an error message calls intact (default: target, when it exists).
     `on_partial_write` runs when the weights are written but nothing else is: the fault
-    injection `debug.kill_during_save_at_step` kills the process there.
+    injection `debug.kill_during_save_at_step` kills the process there. `adapter` is a LoRA
+    adapter's (tensors, adapter_config.json), written beside the weights, or in adapter/ when
+    `adapter_in_subdir` (never beside model.safetensors, where transformers would apply it on
+    load); `weights` may then be None (a periodic LoRA checkpoint holds the adapter only).
     """
+    if weights is None and adapter is None:
+        raise ValueError("a checkpoint needs weights or an adapter")
     target = Path(target)
     meta = _complete_meta(meta)
     if trainer_state is not None:
@@ -159,7 +192,13 @@ def save_checkpoint(
         previous = target
 
     def write(folder: Path) -> None:
-        _write_weights(folder / WEIGHTS_FILE, weights)
+        if weights is not None:
+            _write_weights(folder / WEIGHTS_FILE, weights)
+        if adapter is not None:
+            adapter_folder = folder / ADAPTER_DIR if adapter_in_subdir else folder
+            adapter_folder.mkdir(exist_ok=True)
+            _write_weights(adapter_folder / ADAPTER_WEIGHTS_FILE, adapter[0])
+            _write_json(adapter_folder / ADAPTER_CONFIG_FILE, adapter[1])
         if on_partial_write is not None:
             on_partial_write()
         _write_json(folder / CONFIG_FILE, hf_config)
@@ -184,17 +223,19 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path, select: Select = "best") -> Checkpoint:
     """Resolve path (checkpoint or run dir) and validate the checkpoint's files and headers."""
     folder = resolve_checkpoint(path, select)
+    adapter_only = not (folder / WEIGHTS_FILE).exists() and (folder / ADAPTER_WEIGHTS_FILE).is_file()
     for name in REQUIRED_FILES:
-        if not (folder / name).is_file():
+        if not (folder / name).is_file() and not (adapter_only and name == WEIGHTS_FILE):
             raise UserError(f"checkpoint {folder} is incomplete: {name} is missing")
     hf_config = read_json_object(folder / CONFIG_FILE)
     meta = read_meta(folder)
+    weights_file = folder / (ADAPTER_WEIGHTS_FILE if adapter_only else WEIGHTS_FILE)
     try:
-        with safe_open(folder / WEIGHTS_FILE, framework="pt"):
+        with safe_open(weights_file, framework="pt"):
             pass  # opening parses the header and checks the file covers every tensor
     except (SafetensorError, OSError) as exc:
         raise UserError(
-            f"checkpoint {folder / WEIGHTS_FILE} is corrupt or truncated: {exc}"
+            f"checkpoint {weights_file} is corrupt or truncated: {exc}"
         ) from exc
     return Checkpoint(path=folder, hf_config=hf_config, meta=meta)
 

@@ -16,6 +16,11 @@ CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 META_FILE = "meta.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
+# LoRA: what peft.PeftModel.from_pretrained reads; beside the trainer state in periodic checkpoints,
+# in ADAPTER_DIR of best/ and final/ (whose model.safetensors holds the merged weights).
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_DIR = "adapter"
 # Copied from the tokenizer directory when present; tokenizer.json is the one that must exist.
 TOKENIZER_FILES = (
     "tokenizer.json",

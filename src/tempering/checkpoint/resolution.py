@@ -34,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from tempering import json_files
 from tempering.checkpoint.io import read_json_object, read_meta
 from tempering.checkpoint.paths import (
+    ADAPTER_WEIGHTS_FILE,
     CONFIG_FILE,
     META_FILE,
     TOKENIZER_FILES,
@@ -178,6 +179,9 @@ def record_run(config: Config, save_dir: Path, summary: dict,
 def validate_source_checkpoint(path: Path, *, data_fingerprints: list[tuple[str, str | None]]) -> dict:
     """Check a source checkpoint's files, config, weights and tokenizer against the new data; return its meta."""
     path = Path(path)
+    if not (path / WEIGHTS_FILE).is_file() and (path / ADAPTER_WEIGHTS_FILE).is_file():
+        raise UserError(f"source checkpoint {path} holds a LoRA adapter only; start from the run's final/ or best/ "
+                        "(the merged weights), or give checkpoint.validate=false to merge it onto its base")
     for name in SOURCE_REQUIRED_FILES:
         if not (path / name).is_file():
             raise UserError(f"source checkpoint {path} is incomplete: {name} is missing")

@@ -42,6 +42,10 @@ class ModelConfig(Section):
     rope_theta: float | None = Field(None, description="Override the rotary embedding base.")
     tie_embeddings: bool | None = Field(None, description="Override whether the output head shares the embedding matrix.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability on attention and residual outputs.")
+    n_experts: int | None = Field(None, description="Mixture of experts: override the number of experts per layer.")
+    experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
+    router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
+    router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
 
 
 class TokenizerConfig(Section):
@@ -114,6 +118,9 @@ class TrainingConfig(Section):
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0, description="Layer-wise LR decay: block i gets learning_rate * decay^(n_layers - i); embeddings the lowest.")
     unfreeze_top_blocks: int | None = Field(None, gt=0, description="Progressive unfreezing: start with only the top K blocks (and head) trainable.")
     unfreeze_every_steps: int | None = Field(None, gt=0, description="Progressive unfreezing: make one more block trainable every S steps.")
+    train_only: list[str] = Field(default_factory=list, description="Train only the parameters matching these patterns (fnmatch on names, or 'router' for a mixture of experts' routers); freeze the rest.")
+    active_expert: int | None = Field(None, ge=0, description="Mixture of experts: train expert I only, every token routed to it; the other experts and the routers are frozen (sequential expert runs).")
+    freeze_shared: bool = Field(False, description="With active_expert: also freeze the shared weights (embeddings, attention, norms, head).")
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -163,6 +170,7 @@ with warnings.catch_warnings():
         reset_step: bool = Field(False, description="Post-training: count steps from 0 instead of continuing the source's step counter.")
         backbone: str | None = Field(None, description="Name of the backbone a run continues; fills {backbone} (default: in source_path the previous run's, elsewhere the source checkpoint's preset or model type).")
         run_id: str | None = Field(None, description="Id of the run a run continues; fills {run_id} (default: in source_path the previous run's from the cache file, elsewhere the source checkpoint's).")
+        expert_checkpoint_dir: Path | None = Field(None, description="Sequential expert runs: the directory of expert_<I>.safetensors and shared.safetensors a run starts from and saves into (with training.active_expert).")
 
 
 class SftConfig(Section):
@@ -201,6 +209,28 @@ class NerConfig(Section):
     label_mapping: Literal["strict", "merge"] = Field("strict", description="Continued training on data whose labels differ from the checkpoint's: refuse (strict) or add the new labels to the head (merge).")
 
 
+class LoraConfig(Section):
+    """LoRA: train low-rank adapters instead of the full weights (post-train, sft, dpo)."""
+
+    r: int | None = Field(None, gt=0, description="LoRA rank; set it to train adapters on the target modules and freeze every other weight (flag --lora-r).")
+    alpha: float | None = Field(None, gt=0.0, description="LoRA scale: the update is (alpha / r) * B @ A (default 2 * r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
+
+
+def percentile_band(spec: str) -> tuple[float, float]:
+    """`LOW:HIGH` percentiles (0 <= LOW < HIGH <= 100) as a pair; ValueError says what is wrong."""
+    low, sep, high = spec.partition(":")
+    try:
+        band = (float(low), float(high)) if sep else None
+    except ValueError:
+        band = None
+    if band is None or not 0 <= band[0] < band[1] <= 100:
+        raise ValueError(f"prep.ppl_keep {spec!r} is not a percentile band LOW:HIGH with 0 <= LOW < HIGH <= 100 "
+                         "(e.g. 0:70)")
+    return band
+
+
 class PrepConfig(Section):
     """`temper prep`: raw files to token shards."""
 
@@ -213,6 +243,53 @@ class PrepConfig(Section):
     dedup: bool = Field(True, description="Drop exact-duplicate documents (by content hash).")
     shard_tokens: int = Field(100_000_000, gt=0, description="Tokens per shard file before a new one starts.")
     batch_size: int = Field(1000, gt=0, description="Documents per tokenizer batch.")
+    workers: int = Field(1, ge=1, le=256, description="Processes that compute quality rules and MinHash signatures (the output is the same for any number).")
+    chunk_size: int | None = Field(None, gt=0, description="Cut documents longer than this (chunk_unit) at paragraph, line, sentence, then word boundaries; off when unset.")
+    chunk_unit: Literal["chars", "tokens"] = Field("chars", description="Unit of chunk_size: characters, or tokens of the prep tokenizer.")
+    near_dedup: bool = Field(False, description="Remove near-duplicates: MinHash of word 5-gram shingles, LSH, clusters keep their first document.")
+    minhash_perm: int = Field(112, ge=2, le=1024, description="MinHash permutations per document (signature length).")
+    near_dedup_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity above which two documents are near-duplicates; sets bands x rows unless given.")
+    near_dedup_bands: int | None = Field(None, gt=0, description="LSH bands (give with near_dedup_rows; bands x rows <= minhash_perm); default: derived from the threshold.")
+    near_dedup_rows: int | None = Field(None, gt=0, description="MinHash values per LSH band (give with near_dedup_bands).")
+    verify_jaccard: bool = Field(False, description="Keep only candidate pairs whose exact shingle Jaccard reaches near_dedup_threshold.")
+    ppl_model: str | None = Field(None, description="Checkpoint (dir or run dir) whose perplexity scores each document; enables the perplexity filter.")
+    ppl_keep: str | None = Field(None, description="Keep documents whose perplexity rank is within this percentile band LOW:HIGH (e.g. 0:70).")
+    ppl_max: float | None = Field(None, gt=0.0, description="Keep documents whose perplexity is at most this.")
+    ppl_max_tokens: int = Field(512, gt=0, le=1_000_000, description="Score only the first N tokens of each document.")
+    ppl_batch_size: int = Field(16, gt=0, le=4096, description="Documents per scoring batch.")
+    ppl_report_only: bool = Field(False, description="Score and report perplexities without removing any document.")
+    quality_filter: bool = Field(False, description="Apply the Gopher/C4-style quality rules below.")
+    quality_min_words: int = Field(50, ge=0, description="Quality rule: remove documents with fewer words.")
+    quality_max_words: int = Field(100_000, gt=0, description="Quality rule: remove documents with more words.")
+    quality_min_mean_word_length: float = Field(3.0, ge=0.0, description="Quality rule: remove documents whose mean word length is below this.")
+    quality_max_mean_word_length: float = Field(10.0, gt=0.0, description="Quality rule: remove documents whose mean word length is above this.")
+    quality_max_symbol_ratio: float = Field(0.1, ge=0.0, description="Quality rule: most '#' and ellipses per word.")
+    quality_max_non_alpha_words: float = Field(0.2, ge=0.0, le=1.0, description="Quality rule: largest fraction of words with no letter.")
+    quality_max_ellipsis_lines: float = Field(0.3, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines ending in an ellipsis.")
+    quality_max_bullet_lines: float = Field(0.9, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines starting with a bullet.")
+    quality_max_duplicate_lines: float = Field(0.3, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines repeating an earlier line.")
+    quality_max_duplicate_ngrams: float = Field(0.15, ge=0.0, le=1.0, description="Quality rule: largest fraction of characters in repeated word 5-grams.")
+    dataset_limit: str | None = Field(None, description="Per-source caps after filtering: NAME=N[docs|tokens],... (a source: a file given by name, by its stem; an input dir, or its first-level folders).")
+    max_source_fraction: float | None = Field(None, gt=0.0, le=1.0, description="Cap every source at this fraction of the total tokens, after filtering and dataset_limit.")
+
+    @model_validator(mode="after")
+    def _stage_settings_agree(self) -> PrepConfig:
+        if (self.near_dedup_bands is None) != (self.near_dedup_rows is None):
+            raise ValueError("give prep.near_dedup_bands and prep.near_dedup_rows together (or neither)")
+        if self.near_dedup_bands is not None and self.near_dedup_bands * self.near_dedup_rows > self.minhash_perm:
+            raise ValueError(f"prep.near_dedup_bands x prep.near_dedup_rows = {self.near_dedup_bands * self.near_dedup_rows} "
+                             f"exceeds prep.minhash_perm = {self.minhash_perm}")
+        if self.ppl_keep is not None:
+            percentile_band(self.ppl_keep)
+        if self.ppl_model is None and (self.ppl_keep or self.ppl_max or self.ppl_report_only):
+            raise ValueError("prep.ppl_keep, prep.ppl_max and prep.ppl_report_only need prep.ppl_model (--ppl-model CHECKPOINT)")
+        if self.ppl_keep is not None and self.ppl_max is not None:
+            raise ValueError("give prep.ppl_keep or prep.ppl_max, not both")
+        if self.quality_min_words > self.quality_max_words:
+            raise ValueError("prep.quality_min_words exceeds prep.quality_max_words")
+        if self.quality_min_mean_word_length > self.quality_max_mean_word_length:
+            raise ValueError("prep.quality_min_mean_word_length exceeds prep.quality_max_mean_word_length")
+        return self
 
 
 class DebugConfig(Section):
@@ -223,6 +300,34 @@ class DebugConfig(Section):
 
 
 TASK_ALIASES = {"ner": "token_classification", "mlm": "masked_lm", "clm": "causal_lm"}
+
+
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+class TrackingConfig(Section):
+    """Where training records go besides metrics.jsonl: TensorBoard, MLflow, W&B; system telemetry."""
+
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "all", "none"]] = Field(default_factory=list, description="Trackers that receive every metrics.jsonl record: any of tensorboard, mlflow, wandb (comma-separated or a list); all = those installed; none. A listed tracker whose package is missing stops the run at start.")
+    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<source model>).")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking server or store URI (default: sqlite:///<run dir's parent>/mlflow.db).")
+    wandb_project: str = Field("tempering", description="W&B project.")
+    wandb_name: str | None = Field(None, description="W&B run name (default: run.name; post-training: <model>_continued_<run_id>, as in MLflow).")
+    wandb_tags: list[str] = Field(default_factory=list, description="W&B run tags.")
+    wandb_mode: Literal["offline", "online"] = Field("offline", description="W&B mode: offline writes <run dir>/wandb/ (upload later with `wandb sync`); online needs a login.")
+    telemetry_steps: int | None = Field(None, ge=0, description="Write a system telemetry record (RSS, RAM, CPU, device memory, data-wait fraction) every N optimizer steps (default: with each train log line; 0 disables).")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers asked for by name (`all` and `none` excluded), in report_to order."""
+        return [name for name in dict.fromkeys(self.report_to) if name in TRACKERS]
 
 
 class Config(Section):
@@ -242,6 +347,8 @@ class Config(Section):
     ner: NerConfig = Field(default_factory=NerConfig, description="Token-classification options.")
     prep: PrepConfig = Field(default_factory=PrepConfig, description="Data preparation options.")
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
 
     @field_validator("task", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ and the file fails once more than `max_bad_line_fraction` of its rows are malfor
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import glob
 import gzip
@@ -164,7 +165,22 @@ def _ignore_bytes(num_bytes: int) -> None:
 
 
 def _warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)  # one line, however long
+    if not _silenced[0]:
+        console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)  # one line, however long
+
+
+# Set while `temper prep` reads its inputs again (a later pass): they warned on the first read.
+_silenced = [False]
+
+
+@contextlib.contextmanager
+def warnings_silenced() -> Iterator[None]:
+    """Read inputs again without repeating their warnings (binary, invalid UTF-8, malformed rows)."""
+    before, _silenced[0] = _silenced[0], True
+    try:
+        yield
+    finally:
+        _silenced[0] = before
 
 
 def _skip_whole_file(path: Path, kind: str, options: PrepConfig, stats: SourceStats) -> bool:

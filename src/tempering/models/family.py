@@ -35,10 +35,17 @@ class ParameterLayout:
     head: tuple[str, ...]  # output head: what train_only_head trains
     final_norm: tuple[str, ...]  # trains with the head
     block_pattern: re.Pattern[str]  # matches a parameter inside block i, group 1 = i
+    expert_pattern: re.Pattern[str] | None = None  # mixture of experts: matches expert j's parameters, group 1 = j
+    router: str | None = None  # mixture of experts: fnmatch pattern of the routers (`--train-only router`)
 
     def block_index(self, name: str) -> int | None:
         """The block a parameter belongs to, or None (embeddings, final norm, head)."""
         match = self.block_pattern.match(name)
+        return int(match.group(1)) if match else None
+
+    def expert_index(self, name: str) -> int | None:
+        """The expert a parameter belongs to, or None (shared weights, routers, dense families)."""
+        match = self.expert_pattern.match(name) if self.expert_pattern else None
         return int(match.group(1)) if match else None
 
 
@@ -74,6 +81,10 @@ class ModelFamily:
     def count_parameters(self, arch: Any) -> int:
         """Parameters a model of `arch` has (tied tensors once)."""
         raise NotImplementedError
+
+    def count_active_parameters(self, arch: Any) -> int:
+        """Parameters one token passes through (all of them, except in a mixture of experts)."""
+        return self.count_parameters(arch)
 
     def count_non_embedding_parameters(self, arch: Any) -> int:
         """Parameters outside the token embedding and output head."""
@@ -122,3 +133,10 @@ class ModelFamily:
     def summary(self, arch: Any) -> dict[str, Any]:
         """Columns describing `arch` in `temper presets` (dimension name -> value)."""
         raise NotImplementedError
+
+
+def decoder_generation_config(special: SpecialTokenIds) -> dict:
+    """generation_config.json of a text decoder: stop at every end token (EOS and, after chat tuning, end of turn)."""
+    eos = list(dict.fromkeys(special.eos_ids))
+    return {"bos_token_id": special.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos,
+            "pad_token_id": special.pad_id}

@@ -46,9 +46,18 @@ def truncate_after_step(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """All records of a metrics file."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_metrics(path: Path, *, skip_cut_lines: bool = False) -> list[dict]:
+    """All records of a metrics file (`skip_cut_lines`: leave out a line a kill cut short instead of failing)."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if not skip_cut_lines:
+                raise
+    return records
 
 
 def _finite_or_none(value):

@@ -30,6 +30,7 @@ from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import console, print_table
 from tempering.training.adamw import AdamW
 from tempering.training.device import check_precision
+from tempering.training.lora import LoraAdapter, apply_lora, merged_state_dict
 from tempering.training.objective import Objective
 from tempering.training.optim import build_optimizer
 from tempering.training.trainable import (
@@ -44,6 +45,8 @@ from tempering.training.trainable import (
 
 # model.* keys that are not dimensions of the architecture.
 NON_ARCHITECTURE_KEYS = frozenset({"preset", "dropout"})
+# Architecture keys a run from a checkpoint may change: they weight losses, not shape the model.
+LOSS_WEIGHT_KEYS = frozenset({"router_aux_loss_coef", "router_z_loss_coef"})
 
 
 @dataclass
@@ -54,6 +57,7 @@ class ModelSource:
     arch: Any
     preset: str | None = None
     checkpoint: Checkpoint | None = None
+    initial_weights: dict[str, torch.Tensor] | None = None  # tensors loaded over the fresh init (expert runs)
 
 
 def source_from_preset(model: ModelConfig, tokenizer_vocab_size: int) -> ModelSource:
@@ -73,6 +77,10 @@ def source_from_preset(model: ModelConfig, tokenizer_vocab_size: int) -> ModelSo
 def source_from_checkpoint(checkpoint: Checkpoint, model: ModelConfig) -> ModelSource:
     """The checkpoint's family and architecture (read from it); explicit model.* keys must agree with it."""
     family, arch = checkpoint.family, checkpoint.architecture()
+    reweighted = {key: getattr(model, key) for key in LOSS_WEIGHT_KEYS & model.model_fields_set if hasattr(arch, key)}
+    if reweighted:
+        arch = arch.with_overrides(**reweighted)
+        arch.check()
     explicit = model.model_fields_set - NON_ARCHITECTURE_KEYS
     differing = [f"model.{key} ({getattr(model, key)} ≠ {getattr(arch, key, None)})" for key in sorted(explicit)
                  if getattr(model, key) != getattr(arch, key, None)]
@@ -97,6 +105,28 @@ class Assembly:
     frozen: set[str]
     source: ModelSource
     update_trainable: Callable[[int], str | None] | None = None  # progressive unfreezing, see `assemble`
+    adapter: LoraAdapter | None = None  # LoRA (lora.r): only the adapters train
+
+    def checkpoint_weights(self, kind: str) -> dict:
+        """What a checkpoint of `kind` (periodic, best, final) holds of the model: `save_checkpoint` arguments.
+
+        Without LoRA, the weights. With LoRA, a periodic checkpoint holds the adapter only (the
+        base is the source checkpoint); best/ and final/ hold the weights merged in fp32, which
+        load as a plain model, and the adapter in adapter/.
+        """
+        if self.adapter is None:
+            return {"weights": self.model.export_state_dict()}
+        adapter = self.adapter.adapter_files(self.model)
+        if kind == "periodic":
+            return {"weights": None, "adapter": adapter}
+        return {"weights": merged_state_dict(self.model), "adapter": adapter, "adapter_in_subdir": True}
+
+    def load_checkpoint_weights(self, checkpoint: Checkpoint, device: torch.device) -> None:
+        """Load what `checkpoint_weights` saved (resume and NaN rollback): the weights, or the adapter."""
+        if self.adapter is None:
+            self.model.load_exported_state_dict(checkpoint.load_weights(device=str(device)))
+        else:
+            self.adapter.load_adapter(self.model, checkpoint.load_adapter(device=str(device)), checkpoint.path)
 
     def checkpoint_configs(self, tokenizer: TokenizerBundle, config: Config,
                            extra_eos_ids: tuple[int, ...] = ()) -> tuple[dict, dict | None]:
@@ -115,8 +145,11 @@ class Assembly:
 
     def checkpoint_meta(self) -> dict:
         """What every checkpoint's meta.json says about the model."""
-        return {"family": self.family.name, "model_type": self.family.model_type(self.arch),
+        meta = {"family": self.family.name, "model_type": self.family.model_type(self.arch),
                 "preset": self.source.preset}
+        if self.adapter is not None:  # what an adapter-only (periodic) checkpoint is applied to
+            meta["lora_base"] = self.adapter.base_checkpoint
+        return meta
 
     def print_trainable(self, training: TrainingConfig) -> None:
         """Print the table of trainable parameters per optimizer group, with their LR and weight decay."""
@@ -141,19 +174,24 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
     torch.manual_seed(config.run.seed)  # initial weights are a function of the seed
     if source.checkpoint is None:
         model, arch = family.build(source.arch, dropout=config.model.dropout), source.arch
+        if source.initial_weights:
+            model.load_exported_state_dict({**model.export_state_dict(), **source.initial_weights})
     else:
         _, arch, model = build_from_checkpoint(source.checkpoint, dropout=config.model.dropout)
-        if source.arch != arch:  # another head or more labels (token classification): the family carries weights over
-            model, arch = family.adapt(model, source.arch, dropout=config.model.dropout), source.arch
+        if source.arch != arch:
+            model, arch = _carry_over(family, model, arch, source.arch, dropout=config.model.dropout)
     if vocab_size is not None and vocab_size > family.vocab_size(arch):
         console.print(f"resizing the embeddings from {family.vocab_size(arch)} to {vocab_size} tokens "
                       "(new rows start at the mean embedding)")
         model = family.resize_vocabulary(model, vocab_size, dropout=config.model.dropout)
         arch = model.arch
+    adapter = _lora_adapter(model, config, source)
     model.to(device)
     model.gradient_checkpointing = training.gradient_checkpointing
     layout = family.layout
     frozen = frozen_by_config(model, training, layout)
+    if training.active_expert is not None:  # checked above: a mixture of experts
+        model.route_every_token_to(training.active_expert)
     apply_requires_grad(model, frozen, training, 0, layout)
     optimizer = build_optimizer(model, training, layout)
 
@@ -167,7 +205,29 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
         objective = objective(model)
     unfreezing = training.unfreeze_top_blocks is not None
     return Assembly(family, arch, model, optimizer, objective, frozen, source,
-                    update_trainable if unfreezing else None)
+                    update_trainable if unfreezing else None, adapter)
+
+
+def _carry_over(family: ModelFamily, model: nn.Module, arch: Any, wanted: Any, *, dropout: float):
+    """The checkpoint's model as `wanted`: reweighted losses keep it, another head or more labels go through the family."""
+    reweighted = {key: getattr(wanted, key) for key in LOSS_WEIGHT_KEYS if hasattr(arch, key)}
+    if reweighted and arch.with_overrides(**reweighted) == wanted:  # shapes are the checkpoint's
+        model.arch = wanted
+        return model, wanted
+    return family.adapt(model, wanted, dropout=dropout), wanted
+
+
+def _lora_adapter(model: nn.Module, config: Config, source: ModelSource) -> LoraAdapter | None:
+    """Inject LoRA adapters when lora.r is set (only into a model that starts from a checkpoint)."""
+    if config.lora.r is None:
+        return None
+    if source.checkpoint is None:
+        raise UserError("lora.r is set, but LoRA adapts an existing model and this run starts from fresh weights; "
+                        "continue a checkpoint with `temper post-train --checkpoint PATH --lora-r R`")
+    adapter = apply_lora(model, config.lora, str(source.checkpoint.path.resolve()))
+    console.print(f"LoRA: rank {config.lora.r}, alpha {adapter.alpha:g} on {len(adapter.target_names)} linear "
+                  "layers; every other weight is frozen")
+    return adapter
 
 
 def _generation_eos_ids(checkpoint: Checkpoint) -> tuple[int, ...]:

@@ -27,6 +27,7 @@ from tempering.training.chat_setup import (
 from tempering.training.device import autocast, pick_device
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
+from tempering.training.lora import AdapterDisabledReference
 from tempering.training.preference import (
     Dpo,
     PreferenceBatches,
@@ -83,7 +84,7 @@ def run_dpo(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
         length_reason=length_reason, hf_config=hf_config, generation_config=generation_config,
         tokenizer_dir=tokenizer_dir,
         meta={**chat_meta(start, config, assembly), "beta": dpo.beta, "loss_type": dpo.loss_type,
-              "reference": dpo.ref_checkpoint or "initial policy"})
+              "reference": dpo.ref_checkpoint or ("base (LoRA adapters off)" if config.lora.r else "initial policy")})
     summary = train(setup)
     record_run(config, run_dir, summary)
     return summary
@@ -137,7 +138,9 @@ def _render_pairs(datasets: list[DatasetConfig], start: ChatStart, config: Confi
 
 
 def _reference_model(config: Config, policy: nn.Module, device: torch.device) -> nn.Module:
-    """A frozen reference: an explicit checkpoint, or a copy of the initial policy."""
+    """A frozen reference: an explicit checkpoint, the base under LoRA (no copy), or a copy of the initial policy."""
+    if config.lora.r is not None and not config.dpo.ref_checkpoint:
+        return AdapterDisabledReference(policy)
     if config.dpo.ref_checkpoint:
         loaded = load_model(config.dpo.ref_checkpoint, device=device)
         theirs, ours = loaded.family.vocab_size(loaded.arch), policy.arch.vocab_size

@@ -33,16 +33,19 @@ from tempering.checkpoint.resolution import cache_file_path, run_id_of
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
 from tempering.errors import UserError
+from tempering.json_files import write_json_atomic
 from tempering.tracking.console import console, warn
-from tempering.tracking.metrics import MetricsLog, truncate_after_step
+from tempering.tracking.fanout import RecordFanOut, open_tracking
+from tempering.tracking.metrics import truncate_after_step
 from tempering.tracking.progress import TrainingProgress
+from tempering.tracking.telemetry import SystemTelemetry
 from tempering.training.adamw import AdamW
 from tempering.training.assembly import Assembly
 from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
-from tempering.training.objective import NumpyBatch, Objective
+from tempering.training.objective import AUXILIARY_LOSS, NumpyBatch, Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
-from tempering.training.run_dir import training_started, write_json_atomic
+from tempering.training.run_dir import training_started
 from tempering.training.stop_signals import Preempted, StopSignals
 from tempering.training.validation import evaluate
 
@@ -126,7 +129,9 @@ def train(setup: TrainingSetup) -> dict:
                           "nothing to do (--restart starts over)")
             return finished
     setup.assembly.print_trainable(cfg)
-    metrics = MetricsLog(setup.run_dir / "metrics.jsonl")
+    # metrics.jsonl plus the configured trackers (TensorBoard, MLflow, W&B), rank 0 only.
+    metrics = open_tracking(setup.config, setup.run_dir, first_step=state.step + 1, meta=setup.meta)
+    telemetry = SystemTelemetry(device, every_steps=setup.config.tracking.telemetry_steps)
     best = setup.objective.best_metric
     metrics.write({"event": "start", "step": state.step, "total_steps": setup.total_steps,
                    "best_split": setup.best_split, "best_metric": best.name, "best_metric_mode": best.mode})
@@ -174,7 +179,8 @@ def train(setup: TrainingSetup) -> dict:
 
             # One optimizer step: each micro-batch's summed loss is divided by the supervised
             # units of the whole step, so the gradient equals that of one big batch.
-            batches = [setup.train_batches.batch(state.micro_batch + i) for i in range(accumulation)]
+            with telemetry.fetching_data():
+                batches = [setup.train_batches.batch(state.micro_batch + i) for i in range(accumulation)]
             num_units = sum(setup.objective.count_units(batch) for batch in batches)
             inject_nan = setup.config.debug.inject_nan_at_step == state.step + 1 and not state.nan_injected
             step_loss_sum, extras = accumulate_gradients(model, step_loss, [_to_device(b, device) for b in batches],
@@ -203,10 +209,13 @@ def train(setup: TrainingSetup) -> dict:
             progress.advance(lr=lr)
 
             # Log: the only host synchronisation of a healthy step besides the finiteness check.
-            if state.step % cfg.log_steps == 0 or state.step == setup.total_steps or epoch_ended:
+            logged = state.step % cfg.log_steps == 0 or state.step == setup.total_steps or epoch_ended
+            if logged:
                 record = window.record(state, lr, grad_norm, batches_per_epoch, started, setup.objective.perplexity)
                 metrics.write(record)
                 progress.show(loss=record["loss"], tokens_per_s=record["tokens_per_s"])
+            if telemetry.due(state.step, logged):
+                metrics.write(telemetry.record(state.step))
 
             # Evaluate every eval_steps, at each epoch end, and at the end of training.
             evaluated = bool(cfg.eval_steps and state.step % cfg.eval_steps == 0) or epoch_ended \
@@ -215,7 +224,9 @@ def train(setup: TrainingSetup) -> dict:
             if evaluated and setup.val_sets:
                 eval_started = time.perf_counter()
                 state.last_val = _evaluate(setup, amp)
-                window.start += time.perf_counter() - eval_started  # tokens/s counts training time only
+                eval_s = time.perf_counter() - eval_started
+                window.start += eval_s  # tokens/s counts training time only
+                telemetry.exclude(eval_s)
                 _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
                 improved = _track_best(state, setup.best_split, setup.objective)
                 progress.print(f"step {state.step}: " + _val_line(state.last_val, best.name)
@@ -249,9 +260,9 @@ def train(setup: TrainingSetup) -> dict:
 
     state.elapsed_s = time.perf_counter() - started
     save("final", state)
-    metrics.close()
     summary = _summary(setup, state, stop_reason)
     write_json_atomic(summary_file, summary)
+    metrics.close(completed=True)  # trackers get summary.json and the best meta.json
     return summary
 
 
@@ -271,7 +282,8 @@ def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: 
         loss_sum = result.loss_sum
         if inject_nan:  # debug.inject_nan_at_step: poison this step once
             loss_sum = loss_sum * float("nan")
-        (loss_sum / num_units).backward()
+        auxiliary = result.metrics.get(AUXILIARY_LOSS)  # a model's own losses (MoE router): trained, reported apart
+        ((loss_sum if auxiliary is None else loss_sum + auxiliary) / num_units).backward()
         step_loss_sum += loss_sum.detach().double()
         for name, value in result.metrics.items():  # sums over units, like the loss
             extras[name] = extras.get(name, 0) + value.detach().double() / num_units
@@ -337,7 +349,7 @@ def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState | No
 
 def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     checkpoint = load_checkpoint(path)
-    setup.model.load_exported_state_dict(checkpoint.load_weights(device=str(setup.device)))
+    setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
     trainer_state = checkpoint.load_trainer_state()
     setup.optimizer.load_state_dict(trainer_state["optimizer"])
     restore_rng_state(trainer_state["rng"])
@@ -361,7 +373,7 @@ def _clone(value):
     return value
 
 
-def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog, state: TrainState,
+def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOut, state: TrainState,
              good_state: dict | None, accumulation: int) -> TrainState:
     """Reload the newest good state and mark the offending micro-batch window to be skipped."""
     bad_step, bad_window = state.step + 1, state.micro_batch
@@ -402,7 +414,7 @@ def _evaluate(setup: TrainingSetup, amp) -> dict[str, dict]:
             for split, sets in setup.val_sets.items()}
 
 
-def _write_val(metrics: MetricsLog, state: TrainState, batches_per_epoch: int, unit: str) -> None:
+def _write_val(metrics: RecordFanOut, state: TrainState, batches_per_epoch: int, unit: str) -> None:
     """One metrics record per validation split (the unit count stays out: it is not a metric)."""
     for split, values in state.last_val.items():
         metrics.write({"step": state.step, "epoch": round(state.micro_batch / batches_per_epoch, 4),
@@ -421,7 +433,7 @@ def _track_best(state: TrainState, split: str, objective: Objective) -> bool:
     return False
 
 
-def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog, kind: str,
+def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOut, kind: str,
           state: TrainState) -> Path:
     """Write a periodic, best or final checkpoint with everything a resume needs, and log it."""
     val = state.last_val.get(setup.best_split, {})
@@ -432,7 +444,7 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: MetricsLog,
     trainer_state = {"optimizer": setup.optimizer.state_dict(),
                      "scheduler": {"step": state.step - setup.initial_state.step + setup.schedule_offset},
                      "scaler": {}, "rng": capture_rng_state(), "train_state": dataclasses.asdict(state)}
-    payload = dict(weights=setup.model.export_state_dict(), hf_config=setup.hf_config, meta=meta,
+    payload = dict(**setup.assembly.checkpoint_weights(kind), hf_config=setup.hf_config, meta=meta,
                    trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir,
                    generation_config=setup.generation_config)
     if setup.config.debug.kill_during_save_at_step == state.step:

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tempering.models.auxiliary import AuxiliaryLosses
+
 # A batch as the data side hands it over: arrays (None when unused, e.g. no document mask),
 # plus optionally "num_tokens" (an int) when the loss unit is not the token (DPO: pairs).
 NumpyBatch = dict[str, "np.ndarray | int | None"]
@@ -49,6 +51,25 @@ class SplitMetric(Protocol):
 
     def compute(self) -> dict[str, float]:
         """The metrics over every batch taken in (name -> value)."""
+
+
+# The one metric the loop also trains on: the model's own auxiliary losses (a mixture of experts'
+# router losses, coefficients applied), summed over the units like the loss. It is added to the
+# loss for the backward pass and reported beside it, never inside it (loss and ppl stay comparable).
+AUXILIARY_LOSS = "auxiliary_loss"
+
+
+def with_auxiliary(result: LossResult, auxiliary: AuxiliaryLosses | None, num_units) -> LossResult:
+    """`result` plus a forward pass's auxiliary losses and metrics (means per token), weighted by its units.
+
+    Weighting each micro-batch's means by its units keeps the contract: the loop divides by
+    the units of the whole step, so accumulated micro-batches train like one big batch.
+    """
+    if auxiliary is None:
+        return result
+    metrics = {**result.metrics, AUXILIARY_LOSS: auxiliary.loss * num_units,
+               **{name: value * num_units for name, value in auxiliary.metrics.items()}}
+    return result._replace(metrics=metrics)
 
 
 @dataclass(frozen=True)

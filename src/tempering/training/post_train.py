@@ -59,6 +59,9 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     if context is not None and config.data.seq_len > context:
         raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({context})")
     check_reset_step(config, source, restart)
+    if config.lora.r is not None and not config.checkpoint.reset_optimizer:
+        console.print("LoRA trains new adapters: the source's optimizer moments (of its full weights) are not used")
+        config.checkpoint.reset_optimizer = True
     device = pick_device(config.training.device)
     objective, run_tokenizer = CausalLM(), None
     if task == "masked_lm":  # continued masked-LM pretraining of an encoder
@@ -141,8 +144,10 @@ def carry_over_state(config: Config, source: Checkpoint, optimizer, *, fresh_bec
     the optimizer whatever the config says (the head's shape changed).
     """
     resets = config.checkpoint
-    if source.meta.get("imported_from") and not source.has_trainer_state:
-        fresh_because = fresh_because or f"{source.path} was imported from Hugging Face"
+    origin = "imported from Hugging Face" if source.meta.get("imported_from") else (
+        "merged from expert runs" if source.meta.get("merged_from") else None)
+    if origin and not source.has_trainer_state:
+        fresh_because = fresh_because or f"{source.path} was {origin}"
     if fresh_because:
         console.print(f"post-training state — {fresh_because}: fresh optimizer, schedule and step counter")
         return TrainState(step=0), 0

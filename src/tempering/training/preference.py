@@ -24,8 +24,15 @@ from torch.utils.checkpoint import checkpoint
 from tempering.data.example_batches import IGNORE_INDEX, TokenizedExample, pad_examples
 from tempering.data.packing import plan_epoch
 from tempering.errors import UserError
+from tempering.models.auxiliary import hidden_states_and_auxiliary
 from tempering.models.chunked_loss import DEFAULT_CHUNK_SIZE
-from tempering.training.objective import BestMetric, LossResult, NumpyBatch, Objective
+from tempering.training.objective import (
+    BestMetric,
+    LossResult,
+    NumpyBatch,
+    Objective,
+    with_auxiliary,
+)
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 TensorBatch = dict[str, "torch.Tensor | None"]
@@ -81,10 +88,14 @@ def sequence_logps(model: nn.Module, batch: TensorBatch, *,
     Logits exist one chunk of `chunk_size` tokens at a time; with autograd on, each
     chunk is recomputed in the backward pass instead of keeping its (chunk, V) logits.
     """
-    labels = batch["labels"]  # (R, T)
     hidden = model.hidden_states(batch["input_ids"])  # (R, T, D); right padding needs no document mask
+    return label_logps(hidden, model.lm_head.weight, batch["labels"], chunk_size=chunk_size)
+
+
+def label_logps(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logps` from (R, T, D) hidden states and the head weight."""
     flat_hidden, flat_labels = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
-    weight = model.lm_head.weight
     pieces = []
     for start in range(0, flat_labels.shape[0], chunk_size):
         args = (flat_hidden[start:start + chunk_size], weight, flat_labels[start:start + chunk_size])
@@ -176,7 +187,8 @@ class Dpo(Objective):
     def __call__(self, model: nn.Module, batch: TensorBatch) -> LossResult:
         """Summed pair losses, the number of pairs, and reward/log-prob metrics summed over pairs."""
         num_pairs = batch["pair_index"].shape[0]
-        logps, _ = sequence_logps(model, batch)  # (2B,)
+        hidden, auxiliary = hidden_states_and_auxiliary(model, batch["input_ids"])  # (2B, T, D), router losses (MoE)
+        logps, _ = label_logps(hidden, model.lm_head.weight, batch["labels"])  # (2B,)
         if self.ref_logps is not None:
             index = batch["pair_index"].to(self.ref_logps[0].device)
             ref_chosen, ref_rejected = (table[index].to(logps.device, logps.dtype) for table in self.ref_logps)
@@ -188,7 +200,8 @@ class Dpo(Objective):
         losses = _pair_losses(policy_chosen, policy_rejected, ref_chosen.detach(), ref_rejected.detach(),
                               beta=self.beta, loss_type=self.loss_type, label_smoothing=self.label_smoothing)
         metrics = _pair_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.beta)
-        return LossResult(losses.sum(), num_pairs, {name: values.sum() for name, values in metrics.items()})
+        result = LossResult(losses.sum(), num_pairs, {name: values.sum() for name, values in metrics.items()})
+        return with_auxiliary(result, auxiliary, num_pairs)
 
     def count_units(self, batch: NumpyBatch) -> int:
         """Pairs in a preference batch: DPO's normalisation unit."""

@@ -15,6 +15,7 @@ from tempering.tracking.console import console
 from tempering.training.assembly import assemble, source_from_preset
 from tempering.training.causal_lm import CausalLM
 from tempering.training.device import pick_device
+from tempering.training.expert_runs import load_expert_dir, save_expert_run
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
 from tempering.training.masked_lm import MaskedLM, prepare_masked_lm, save_run_tokenizer
@@ -37,6 +38,9 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
     if context is not None and config.data.seq_len > context:
         raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context "
                         f"({context}, preset {config.model.preset}); lower --seq-len or raise model.max_seq_len")
+    expert_dir = _expert_checkpoint_dir(config)
+    if expert_dir is not None:
+        source.initial_weights = load_expert_dir(expert_dir, source.family, source.arch, tokenizer.fingerprint)
     data = build_lm_data(config, tokenizer, source.family.vocab_size(source.arch))
     batch_size = config.training.batch_size
     total_steps, length_reason = count_total_steps(
@@ -69,7 +73,19 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
               "post_training": False, "seq_len": config.data.seq_len, **assembly.checkpoint_meta()})
     summary = train(setup)
     record_run(config, run_dir, summary)
+    if expert_dir is not None:
+        save_expert_run(expert_dir, run_dir / "final", source.family, config.training.active_expert, setup.tokenizer_dir)
     return summary
+
+
+def _expert_checkpoint_dir(config: Config) -> Path | None:
+    """checkpoint.expert_checkpoint_dir, which only a sequential expert run (training.active_expert) uses."""
+    directory = config.checkpoint.expert_checkpoint_dir
+    if directory is None:
+        return None
+    if config.training.active_expert is None:
+        raise UserError("--expert-checkpoint-dir is for sequential expert runs: give --active-expert I too")
+    return Path(directory)
 
 
 def resolve_tokenizer_path(config: Config) -> Path:

@@ -10,8 +10,6 @@ CLI on any error) removes only what this attempt added — and puts back a run t
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,11 +21,12 @@ from tempering.config.loading import config_to_dict, diff_configs, save_resolved
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.tracking.console import console
+from tempering.tracking.fanout import check_tracking_packages
 from tempering.tracking.run_lock import LOCK_FILE, lock_run_dir, unlock_run_dir
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = {"training.device", "training.log_steps"}
-RESUMABLE_SECTIONS = ("debug.",)  # fault injection: a test kills a run, then resumes it without
+RESUMABLE_SECTIONS = ("debug.", "tracking.")  # fault injection (a test kills, then resumes without it); trackers
 
 
 @dataclass
@@ -48,6 +47,7 @@ def prepare_run_dir(config: Config, *, restart: bool) -> Path:
     """Create or reopen `run.save_dir` and lock it for this process; refuse to mix two runs in one directory."""
     if config.run.save_dir is None:
         raise UserError("no run directory: give --save-dir DIR (or run.save_dir in the config)")
+    check_tracking_packages(config)  # a tracker asked for but not installed fails before anything is written
     save_dir = Path(config.run.save_dir)
     if save_dir.exists() and not save_dir.is_dir():
         raise UserError(f"run.save_dir {save_dir} is a file, not a directory; choose another --save-dir")
@@ -144,14 +144,3 @@ def _lookup(tree: dict, dotted: str):
             return None
         node = node[part]
     return node
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temp file and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)

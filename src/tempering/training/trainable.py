@@ -22,6 +22,7 @@ from torch import nn
 from tempering.config.schema import TrainingConfig
 from tempering.errors import UserError
 from tempering.models.family import ParameterLayout
+from tempering.training.lora import is_adapter_parameter
 
 TRAINABLE_COLUMNS = ["group", "tensors", "parameters", "lr", "weight decay"]
 
@@ -51,6 +52,10 @@ def frozen_by_config(model: nn.Module, training: TrainingConfig, layout: Paramet
     if training.train_only_head:
         trained = {*layout.head, *layout.final_norm}
         frozen |= {name for name, names in aliases.items() if not trained & set(names)}
+    frozen |= _frozen_by_train_only(aliases, training.train_only, layout)
+    frozen |= _frozen_by_active_expert(aliases, training, layout)
+    if any(is_adapter_parameter(name) for name in aliases):  # LoRA: the base stays as it is
+        frozen |= {name for name in aliases if not is_adapter_parameter(name)}
     if frozen == set(aliases):
         raise UserError("training.freeze, freeze_first_blocks and train_only_head together freeze every "
                         "parameter; leave something to train")
@@ -128,6 +133,46 @@ def describe_trainable(model: nn.Module, groups: list[dict], learning_rate: floa
     frozen_params = [model.get_parameter(name) for name in sorted(frozen)]
     rows.append(["frozen", len(frozen_params), f"{sum(p.numel() for p in frozen_params):,}", "-", "-"])
     return rows
+
+
+def _frozen_by_train_only(aliases: dict[str, list[str]], patterns: list[str], layout: ParameterLayout) -> set[str]:
+    """Everything that no `train_only` pattern matches ('router' stands for the layout's routers)."""
+    if not patterns:
+        return set()
+    kept: set[str] = set()
+    for pattern in patterns:
+        resolved = pattern
+        if pattern == "router":
+            if layout.router is None:
+                raise UserError("training.train_only 'router' needs a mixture-of-experts model (moe family)")
+            resolved = layout.router
+        matched = {name for name, names in aliases.items() if _matches_any(resolved, names)}
+        if not matched:
+            raise UserError(f"training.train_only pattern {pattern!r} matches no parameter "
+                            f"(names look like {_examples(aliases, layout)})")
+        kept |= matched
+    return set(aliases) - kept
+
+
+def _frozen_by_active_expert(aliases: dict[str, list[str]], training: TrainingConfig,
+                             layout: ParameterLayout) -> set[str]:
+    """With active_expert I: every other expert and the routers; with freeze_shared also everything shared."""
+    active = training.active_expert
+    if active is None:
+        if training.freeze_shared:
+            raise UserError("training.freeze_shared applies to a sequential expert run: give training.active_expert "
+                            "(--active-expert I) too")
+        return set()
+    experts = {layout.expert_index(name) for name in aliases} - {None}
+    if not experts:
+        raise UserError("training.active_expert needs a mixture-of-experts model (a moe preset such as expert_75m)")
+    if active not in experts:
+        raise UserError(f"training.active_expert is {active}, but the model's experts are 0-{max(experts)}")
+    routers = {name for name, names in aliases.items() if layout.router and _matches_any(layout.router, names)}
+    frozen = {name for name in aliases if layout.expert_index(name) not in (None, active)} | routers
+    if training.freeze_shared:
+        frozen |= {name for name in aliases if layout.expert_index(name) is None}
+    return frozen
 
 
 def _aliases(model: nn.Module) -> dict[str, list[str]]:

@@ -7,6 +7,7 @@ import pytest
 from tempering.errors import UserError
 from tempering.models.encoder import ENCODER
 from tempering.models.llama import LLAMA
+from tempering.models.moe import MOE
 from tempering.models.registry import (
     FAMILIES,
     family_for_model_type,
@@ -15,10 +16,11 @@ from tempering.models.registry import (
 )
 
 
-def test_every_decoder_model_type_belongs_to_the_llama_family():
+def test_every_decoder_model_type_belongs_to_its_family():
     for model_type in ("llama", "mistral", "qwen2", "qwen3"):
         assert family_for_model_type(model_type) is LLAMA
-    assert FAMILIES == {"llama": LLAMA, "encoder": ENCODER}
+    assert family_for_model_type("mixtral") is MOE
+    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "encoder": ENCODER}
 
 
 def test_distilbert_and_bert_belong_to_the_encoder_family():
@@ -34,7 +36,7 @@ def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
     with pytest.raises(UserError, match="ckpt/config.json: .*model family 'vision'"):
         family_of_checkpoint({}, {"family": "vision"}, where="ckpt/config.json")
     with pytest.raises(UserError, match="model_type is 'roberta'; Tempering supports llama, mistral, qwen2, qwen3, "
-                                        "distilbert, bert"):
+                                        "mixtral, distilbert, bert"):
         family_of_checkpoint({"model_type": "roberta"}, {})
 
 

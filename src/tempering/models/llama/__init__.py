@@ -10,7 +10,12 @@ import re
 from typing import Any
 
 from tempering.errors import UserError
-from tempering.models.family import ModelFamily, ParameterLayout, SpecialTokenIds
+from tempering.models.family import (
+    ModelFamily,
+    ParameterLayout,
+    SpecialTokenIds,
+    decoder_generation_config,
+)
 from tempering.models.llama import hf_config
 from tempering.models.llama.architecture import (
     HF_MODEL_TYPES,
@@ -82,9 +87,7 @@ class LlamaFamily(ModelFamily):
 
     def generation_config(self, special: SpecialTokenIds) -> dict:
         """generation_config.json: stop at every end token (EOS and, after chat tuning, end of turn)."""
-        eos = list(dict.fromkeys(special.eos_ids))
-        return {"bos_token_id": special.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos,
-                "pad_token_id": special.pad_id}
+        return decoder_generation_config(special)
 
     def summary(self, arch: Architecture) -> dict[str, Any]:
         """Columns of `temper presets`."""

@@ -98,6 +98,11 @@ PRESETS: dict[str, Architecture] = {
                            d_ff=3072, max_seq_len=2048),
     "large": Architecture(vocab_size=32000, d_model=1024, n_layers=12, n_heads=16, n_kv_heads=4,
                           d_ff=3072, max_seq_len=2048, tie_embeddings=True),
+    # The dense baselines of the mixture-of-experts presets (moe family), sized at vocab 32,000.
+    "dense_75m": Architecture(vocab_size=32000, d_model=512, n_layers=12, n_heads=8, n_kv_heads=8,
+                              d_ff=1536, max_seq_len=2048),
+    "dense_175m": Architecture(vocab_size=32000, d_model=576, n_layers=16, n_heads=9, n_kv_heads=3,
+                               d_ff=4608, max_seq_len=2048),
 }
 
 

@@ -64,6 +64,35 @@ def needs_document_mask(document_ids: torch.Tensor) -> bool:
     return bool((document_ids[:, 1:] != document_ids[:, :-1]).any())
 
 
+def rotary_for_positions(rope_cos: torch.Tensor, rope_sin: torch.Tensor, position_ids: torch.Tensor | None,
+                         start: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return cos/sin broadcastable to (B, H, T, hd): at `position_ids`, else at start..start+seq_len."""
+    if position_ids is not None:
+        # (B, T) -> (B, 1, T, hd)
+        return rope_cos[position_ids].unsqueeze(1), rope_sin[position_ids].unsqueeze(1)
+    end = start + seq_len
+    if end > rope_cos.shape[0]:
+        raise ValueError(f"position {end - 1} is past max_seq_len {rope_cos.shape[0]}")
+    return rope_cos[start:end], rope_sin[start:end]  # (T, hd)
+
+
+def attention_mask_for(document_ids: torch.Tensor | None, kv_cache: KVCache | None, seq_len: int,
+                       x: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+    """Return (additive bias or None, is_causal) for a forward over `seq_len` new positions."""
+    if document_ids is not None:
+        return document_attention_bias(document_ids, attention_dtype(x)), False
+    if kv_cache is None or kv_cache.length == 0:
+        return None, True
+    if seq_len == 1:  # one new token sees every cached position
+        return None, False
+    # Chunk after a cached prefix: query i (absolute start+i) sees keys 0..start+i.
+    # SDPA's is_causal aligns top-left for non-square shapes, so build it explicitly.
+    start = kv_cache.length
+    allowed = torch.ones(seq_len, start + seq_len, dtype=torch.bool, device=x.device).tril(start)
+    zero = torch.zeros((), dtype=attention_dtype(x), device=x.device)
+    return torch.where(allowed, zero, torch.full_like(zero, float("-inf"))), False
+
+
 class DecoderBlock(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -173,28 +202,11 @@ class DecoderLM(nn.Module):
 
     def _rotary(self, position_ids, start: int, seq_len: int):
         """Return cos/sin broadcastable to (B, H, T, hd)."""
-        if position_ids is not None:
-            # (B, T) -> (B, 1, T, hd)
-            return self.model.rope_cos[position_ids].unsqueeze(1), self.model.rope_sin[position_ids].unsqueeze(1)
-        end = start + seq_len
-        if end > self.model.rope_cos.shape[0]:
-            raise ValueError(f"position {end - 1} is past max_seq_len {self.arch.max_seq_len}")
-        return self.model.rope_cos[start:end], self.model.rope_sin[start:end]  # (T, hd)
+        return rotary_for_positions(self.model.rope_cos, self.model.rope_sin, position_ids, start, seq_len)
 
     def _attention_mask(self, document_ids, kv_cache, seq_len: int, x: torch.Tensor):
         """Return (additive bias or None, is_causal) for this call."""
-        if document_ids is not None:
-            return document_attention_bias(document_ids, attention_dtype(x)), False
-        if kv_cache is None or kv_cache.length == 0:
-            return None, True
-        if seq_len == 1:  # one new token sees every cached position
-            return None, False
-        # Chunk after a cached prefix: query i (absolute start+i) sees keys 0..start+i.
-        # SDPA's is_causal aligns top-left for non-square shapes, so build it explicitly.
-        start = kv_cache.length
-        allowed = torch.ones(seq_len, start + seq_len, dtype=torch.bool, device=x.device).tril(start)
-        zero = torch.zeros((), dtype=attention_dtype(x), device=x.device)
-        return torch.where(allowed, zero, torch.full_like(zero, float("-inf"))), False
+        return attention_mask_for(document_ids, kv_cache, seq_len, x)
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, *,
                      dtype: torch.dtype | None = None) -> KVCache:
@@ -224,10 +236,10 @@ def build_model(arch: Architecture, dropout: float = 0.0) -> DecoderLM:
 
 
 @torch.no_grad()
-def grow_vocabulary(model: DecoderLM, vocab_size: int, *, dropout: float = 0.0) -> DecoderLM:
-    """A copy of `model` with `vocab_size` embedding (and head) rows; new rows are the mean of the old."""
+def grow_vocabulary(model: nn.Module, vocab_size: int, *, dropout: float = 0.0) -> nn.Module:
+    """A copy of `model` (any decoder with `model.embed_tokens`) with `vocab_size` rows; new rows are the mean of the old."""
     old = model.arch.vocab_size
-    grown = build_model(model.arch.with_overrides(vocab_size=vocab_size), dropout=dropout)
+    grown = type(model)(model.arch.with_overrides(vocab_size=vocab_size), dropout=dropout)
     state = model.export_state_dict()
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         if name in state:

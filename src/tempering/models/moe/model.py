@@ -1,0 +1,289 @@
+"""The mixture-of-experts decoder LM, with Hugging Face `MixtralForCausalLM` parameter names.
+
+Each block is Llama attention (the shared layers of `models/layers.py`) followed by a sparse
+MoE: a router picks each token's top-k experts and mixes their SwiGLU outputs by the
+renormalised router probabilities (Mixtral's rule). Routing is dropless: every token reaches
+each of its k experts, whatever the load. Tokens are sorted by expert once and each expert
+runs on its contiguous slice — one `grouped_mm` over all experts where torch has it (CPU,
+and CUDA from compute capability 9.0 in bf16), else one matmul per expert; never a loop over
+tokens. Each expert stays its own `w1`/`w2`/`w3` `nn.Linear`, so one expert can be frozen
+(sequential expert training) or wrapped by LoRA; wrapped experts take the per-expert path.
+
+The router's auxiliary losses come back from `hidden_states_and_auxiliary` with the hidden
+states (see `models/auxiliary.py`): the load-balancing loss in Mixtral's form
+(`E * sum_j f_j * P_j` over the tokens of all layers, f_j the fraction of top-k assignments
+and P_j the mean router probability of expert j, as transformers' `load_balancing_loss_func`)
+and the ST-MoE z-loss (the mean squared log-sum-exp of the router logits).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tempering.models.auxiliary import AuxiliaryLosses
+from tempering.models.layers import (
+    Attention,
+    KVCache,
+    RMSNorm,
+    compute_dtype,
+    residual_std,
+    rotary_tables,
+)
+from tempering.models.llama.model import (
+    attention_mask_for,
+    positions_from_documents,
+    rotary_for_positions,
+)
+from tempering.models.moe.architecture import MoeArchitecture
+
+INIT_STD = 0.02
+# torch 2.8 added the private op, a later release the public one; either takes (M, K) x (E, K, N) with offsets.
+_GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+class RouterStats(NamedTuple):
+    """One layer's routing, summed over its tokens: what the auxiliary losses and the load metrics need."""
+
+    assignments: torch.Tensor  # (E,) top-k assignments per expert (no gradient)
+    probability: torch.Tensor  # (E,) router probability summed over tokens
+    z_squared: torch.Tensor  # 0-dim: sum over tokens of logsumexp(router logits)^2
+    num_tokens: int
+
+
+class Expert(nn.Module):
+    """One expert: a SwiGLU MLP with Mixtral's names, w2(silu(w1(x)) * w3(x))."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, d_ff, bias=False)
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+        self.w3 = nn.Linear(d_model, d_ff, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class SparseMoe(nn.Module):
+    """Top-k router over `n_experts` experts, dropless (`block_sparse_moe` in Mixtral's names)."""
+
+    def __init__(self, arch: MoeArchitecture):
+        super().__init__()
+        self.top_k = arch.experts_per_token
+        self.forced_expert: int | None = None  # a sequential expert run sends every token to this expert
+        self.gate = nn.Linear(arch.d_model, arch.n_experts, bias=False)
+        self.experts = nn.ModuleList(Expert(arch.d_model, arch.d_ff) for _ in range(arch.n_experts))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterStats]:
+        """Mix (B, T, D) through each token's top-k experts; return the output and the layer's routing stats."""
+        batch, seq_len, d_model = x.shape
+        flat = x.reshape(-1, d_model)  # (N, D)
+        logits = self.gate(flat).float()  # (N, E); routing decisions in fp32 whatever the compute dtype
+        probs = logits.softmax(dim=-1)
+        if self.forced_expert is None:
+            top_probs, top_experts = probs.topk(self.top_k, dim=-1)  # (N, k)
+            top_probs = top_probs / top_probs.sum(dim=-1, keepdim=True)
+        else:  # (N, 1): the one expert being trained, at full weight
+            top_experts = torch.full_like(logits[:, :1], self.forced_expert, dtype=torch.long)
+            top_probs = torch.ones_like(logits[:, :1])
+        out, counts = self._dispatch(flat, top_probs, top_experts)
+        stats = RouterStats(counts.to(probs.dtype), probs.sum(dim=0),
+                            torch.logsumexp(logits, dim=-1).square().sum(), flat.shape[0])
+        return out.view(batch, seq_len, d_model), stats
+
+    def _dispatch(self, flat: torch.Tensor, top_probs: torch.Tensor,
+                  top_experts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run every (token, expert) assignment through its expert, grouped by expert: (N, D) sums, (E,) counts."""
+        num_tokens, top_k = top_experts.shape
+        flat_experts = top_experts.reshape(-1)  # (N*k,) assignment a is token a // k
+        order = torch.argsort(flat_experts, stable=True)  # assignments grouped by expert, in token order
+        token_index = order // top_k  # (N*k,)
+        # (E,) assignments per expert; a fixed-size scatter rather than bincount, whose size depends on the values.
+        counts = torch.zeros(len(self.experts), dtype=torch.long, device=flat.device).index_add_(
+            0, flat_experts, torch.ones_like(flat_experts))
+        inputs = flat[token_index].to(compute_dtype(flat))  # (N*k, D), one cast under autocast
+        if self._can_group(inputs):
+            outputs = self._grouped_experts(inputs, counts)
+        else:
+            chunks = inputs.split(counts.tolist())
+            outputs = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks, strict=True)])
+        weights = top_probs.reshape(-1)[order].unsqueeze(1).to(outputs.dtype)  # (N*k, 1)
+        mixed = torch.zeros(num_tokens, flat.shape[1], dtype=outputs.dtype, device=flat.device)
+        return mixed.index_add_(0, token_index, outputs * weights), counts  # (N, D), (E,)
+
+    def _can_group(self, inputs: torch.Tensor) -> bool:
+        """grouped_mm exists, runs on this device and dtype, and the experts are plain linears (no LoRA)."""
+        if _GROUPED_MM is None or not all(type(layer) is nn.Linear for expert in self.experts
+                                          for layer in (expert.w1, expert.w2, expert.w3)):
+            return False
+        if inputs.device.type == "cpu":
+            return True
+        return (inputs.device.type == "cuda" and inputs.dtype == torch.bfloat16
+                and torch.cuda.get_device_capability(inputs.device) >= (9, 0))
+
+    def _grouped_experts(self, inputs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """All experts in two grouped matmuls over the expert-sorted (M, D) inputs; (M, D)."""
+        dtype = inputs.dtype
+        # (E, D, 2F): w1 and w3 side by side, so one grouped matmul makes both halves of the SwiGLU.
+        gate_up = torch.stack([torch.cat([e.w1.weight, e.w3.weight]).to(dtype) for e in self.experts]).transpose(1, 2)
+        down = torch.stack([e.w2.weight.to(dtype) for e in self.experts]).transpose(1, 2)  # (E, F, D)
+        offsets = counts.cumsum(0).to(torch.int32)  # end of each expert's rows
+        gate, up = _GROUPED_MM(inputs, gate_up, offs=offsets).chunk(2, dim=-1)  # (M, F) each
+        return _GROUPED_MM(F.silu(gate) * up, down, offs=offsets)
+
+
+class MoeBlock(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + moe(norm(x)); also returns the router stats."""
+
+    def __init__(self, arch: MoeArchitecture, dropout: float):
+        super().__init__()
+        self.self_attn = Attention(arch.d_model, arch.n_heads, arch.n_kv_heads, dropout, head_dim=arch.head_dim)
+        self.block_sparse_moe = SparseMoe(arch)
+        self.input_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
+        self.post_attention_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
+        self.dropout = dropout
+
+    def forward(self, x, cos, sin, attn_bias, is_causal, kv_cache=None, layer_idx=0):
+        """Apply the block to (B, T, D)."""
+        h = self.self_attn(self.input_layernorm(x), cos, sin, attn_bias, is_causal, kv_cache, layer_idx)
+        x = x + self._drop(h)
+        mixed, stats = self.block_sparse_moe(self.post_attention_layernorm(x))
+        return x + self._drop(mixed), stats
+
+    def _drop(self, h: torch.Tensor) -> torch.Tensor:
+        return F.dropout(h, self.dropout, self.training) if self.dropout else h
+
+
+class MoeBackbone(nn.Module):
+    """Container for the `model.` half of the HF names: embeddings, blocks, final norm."""
+
+    def __init__(self, arch: MoeArchitecture, dropout: float):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(arch.vocab_size, arch.d_model)
+        self.layers = nn.ModuleList(MoeBlock(arch, dropout) for _ in range(arch.n_layers))
+        self.norm = RMSNorm(arch.d_model, arch.norm_eps)
+        cos, sin = rotary_tables(arch.head_dim, arch.max_seq_len, arch.rope_theta)  # not saved, as in HF
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+
+class MoeDecoderLM(nn.Module):
+    """Mixtral-style decoder LM; `state_dict()` keys equal MixtralForCausalLM's checkpoint names."""
+
+    def __init__(self, arch: MoeArchitecture, dropout: float = 0.0):
+        super().__init__()
+        arch.check()
+        self.arch = arch
+        self.model = MoeBackbone(arch, dropout)
+        self.lm_head = nn.Linear(arch.d_model, arch.vocab_size, bias=False)
+        if arch.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.gradient_checkpointing = False
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """normal(0, 0.02) weights; the projections into the residual stream (o_proj, each w2) get 0.02/sqrt(2L)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        out_std = residual_std(INIT_STD, self.arch.n_layers)
+        for layer in self.model.layers:
+            nn.init.normal_(layer.self_attn.o_proj.weight, mean=0.0, std=out_std)
+            for expert in layer.block_sparse_moe.experts:
+                nn.init.normal_(expert.w2.weight, mean=0.0, std=out_std)
+        cos, sin = rotary_tables(self.arch.head_dim, self.arch.max_seq_len, self.arch.rope_theta)
+        self.model.rope_cos.copy_(cos)
+        self.model.rope_sin.copy_(sin)
+
+    def forward(self, input_ids: torch.Tensor, *, position_ids: torch.Tensor | None = None,
+                document_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Return (B, T, V) logits for (B, T) token ids."""
+        return self.lm_head(self.hidden_states(input_ids, position_ids=position_ids, document_ids=document_ids,
+                                               kv_cache=kv_cache))
+
+    def hidden_states(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Return (B, T, D) final-norm outputs (the router's auxiliary losses are dropped: not for training)."""
+        hidden, _ = self._run(input_ids, **kwargs)
+        return hidden
+
+    def hidden_states_and_auxiliary(self, input_ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, AuxiliaryLosses]:
+        """Return (B, T, D) final-norm outputs and the router's auxiliary losses and load metrics for this pass."""
+        hidden, stats = self._run(input_ids, **kwargs)
+        return hidden, self.router_losses(stats)
+
+    def _run(self, input_ids: torch.Tensor, *, position_ids: torch.Tensor | None = None,
+             document_ids: torch.Tensor | None = None,
+             kv_cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterStats]]:
+        seq_len = input_ids.shape[1]
+        start = 0 if kv_cache is None else kv_cache.length
+        if document_ids is not None:
+            if kv_cache is not None:
+                raise ValueError("document_ids cannot be combined with a KV cache")
+            if position_ids is None:
+                position_ids = positions_from_documents(document_ids)
+        x = self.model.embed_tokens(input_ids)  # (B, T, D)
+        cos, sin = rotary_for_positions(self.model.rope_cos, self.model.rope_sin, position_ids, start, seq_len)
+        attn_bias, is_causal = attention_mask_for(document_ids, kv_cache, seq_len, x)
+        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        stats = []
+        for layer_idx, layer in enumerate(self.model.layers):
+            if checkpointing and kv_cache is None:
+                x, layer_stats = checkpoint(layer, x, cos, sin, attn_bias, is_causal, use_reentrant=False)
+            else:
+                x, layer_stats = layer(x, cos, sin, attn_bias, is_causal, kv_cache, layer_idx)
+            stats.append(layer_stats)
+        if kv_cache is not None:
+            kv_cache.advance(seq_len)
+        return self.model.norm(x), stats
+
+    def route_every_token_to(self, expert: int | None) -> None:
+        """Send every token to `expert` alone (a sequential expert run), or back to top-k routing (None)."""
+        for layer in self.model.layers:
+            layer.block_sparse_moe.forced_expert = expert
+
+    def router_losses(self, stats: list[RouterStats]) -> AuxiliaryLosses:
+        """Load-balancing loss and z-loss over every layer's tokens (coefficients applied), and load metrics."""
+        num_rows = sum(s.num_tokens for s in stats)
+        load = torch.stack([s.assignments for s in stats]).sum(0) / num_rows  # (E,) sums to k
+        probability = torch.stack([s.probability for s in stats]).sum(0) / num_rows  # (E,) sums to 1
+        balance = self.arch.n_experts * (load * probability).sum()
+        z_loss = torch.stack([s.z_squared for s in stats]).sum() / num_rows
+        loss = torch.zeros((), dtype=balance.dtype, device=balance.device)
+        forced = self.model.layers[0].block_sparse_moe.forced_expert is not None  # the router decides nothing
+        if self.arch.router_aux_loss_coef > 0 and not forced:
+            loss = loss + self.arch.router_aux_loss_coef * balance
+        if self.arch.router_z_loss_coef > 0 and not forced:
+            loss = loss + self.arch.router_z_loss_coef * z_loss
+        metrics = {"moe/aux_loss": balance.detach(), "moe/z_loss": z_loss.detach()}
+        top_k = 1 if forced else self.arch.experts_per_token
+        for expert in range(self.arch.n_experts):
+            metrics[f"moe/load/expert_{expert}"] = load[expert].detach() / top_k
+            metrics[f"moe/router_prob/expert_{expert}"] = probability[expert].detach()
+        return AuxiliaryLosses(loss, metrics)
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, *,
+                     dtype: torch.dtype | None = None) -> KVCache:
+        """Allocate a KV cache for `batch_size` sequences of up to `max_len` (default max_seq_len)."""
+        weight = self.model.embed_tokens.weight
+        return KVCache(self.arch.n_layers, batch_size, self.arch.n_kv_heads, max_len or self.arch.max_seq_len,
+                       self.arch.head_dim, dtype=dtype or weight.dtype, device=weight.device)
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """Return the tensors to save, HF-style: a tied `lm_head.weight` is left out."""
+        state = {name: t.detach().contiguous() for name, t in self.state_dict().items()}
+        if self.arch.tie_embeddings:
+            del state["lm_head.weight"]
+        return state
+
+    def load_exported_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load tensors saved by `export_state_dict` (or by HF), filling a tied head."""
+        if self.arch.tie_embeddings and "lm_head.weight" not in state:
+            state = {**state, "lm_head.weight": state["model.embed_tokens.weight"]}
+        self.load_state_dict(state, strict=True)
