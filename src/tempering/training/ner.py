@@ -17,7 +17,7 @@ from pathlib import Path
 from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.checkpoint.io import Checkpoint
 from tempering.checkpoint.model_loading import load_checkpoint_tokenizer
-from tempering.checkpoint.resolution import record_run, validate_source_checkpoint
+from tempering.checkpoint.resolution import record_run, source_names, validate_source_checkpoint
 from tempering.config.schema import Config
 from tempering.data.ner.labels import LabelPlan, plan_labels
 from tempering.errors import UserError
@@ -132,7 +132,7 @@ def _meta(config: Config, source: Checkpoint | None, tokenizer: TokenizerBundle,
         meta.update(strategy=config.data.strategy, labels_added=list(plan.added),
                     reset={name: getattr(config.checkpoint, f"reset_{name}") for name in ("optimizer", "scheduler",
                                                                                            "step")},
-                    backbone=source.meta.get("backbone") or source.meta.get("preset") or source.meta.get("model_type"))
+                    backbone=config.checkpoint.backbone or source_names(source.meta).get("backbone"))
     else:
         meta["backbone"] = config.model.preset
     return meta
