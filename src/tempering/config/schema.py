@@ -76,6 +76,16 @@ class DataConfig(Section):
     seq_len: int = Field(256, gt=0, description="Tokens per training sequence (packed, no padding).")
     strategy: Literal["new_only", "combined", "append"] = Field("new_only", description="Post-training: train on new data only, old+new shuffled, or old then new.")
     old_datasets: list[DatasetConfig] = Field(default_factory=list, description="Post-training: the original data, for combined/append and the forgetting watch.")
+    create_new_validation: bool = Field(True, description="Post-training: hold out validation_ratio of the new data (drawn with random_seed) as val:new when val_data is empty; false trains on all of it and watches val:original (and val_data) only.")
+    validation_ratio: float | None = Field(None, gt=0.0, lt=1.0, description="Post-training: fraction of the new data held out as val:new (default val_split).")
+    random_seed: int | None = Field(None, description="Post-training: seed of the val:new split (default run.seed), so the held-out examples can stay fixed while run.seed changes.")
+
+    def new_validation_split(self, run_seed: int) -> tuple[float, int]:
+        """Post-training's (fraction of the new data held out as val:new, seed of that split); fraction 0: none."""
+        if not self.create_new_validation:
+            return 0.0, run_seed
+        ratio = self.validation_ratio if self.validation_ratio is not None else self.val_split
+        return ratio, self.random_seed if self.random_seed is not None else run_seed
 
 
 class TrainingConfig(Section):
@@ -309,7 +319,7 @@ class TrackingConfig(Section):
     """Where training records go besides metrics.jsonl: TensorBoard, MLflow, W&B; system telemetry."""
 
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "all", "none"]] = Field(default_factory=list, description="Trackers that receive every metrics.jsonl record: any of tensorboard, mlflow, wandb (comma-separated or a list); all = those installed; none. A listed tracker whose package is missing stops the run at start.")
-    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<source model>).")
+    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<backbone>, the backbone being checkpoint.backbone, else the encoder a token-classification run records, else the source run's name).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking server or store URI (default: sqlite:///<run dir's parent>/mlflow.db).")
     wandb_project: str = Field("tempering", description="W&B project.")
     wandb_name: str | None = Field(None, description="W&B run name (default: run.name; post-training: <model>_continued_<run_id>, as in MLflow).")
@@ -349,6 +359,12 @@ class Config(Section):
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+
+    def validation_split(self) -> tuple[float, int]:
+        """(fraction, seed) of the split this run holds out of its training data: post-training's val:new rule."""
+        if self.stage == "post_train":
+            return self.data.new_validation_split(self.run.seed)
+        return self.data.val_split, self.run.seed
 
     @field_validator("task", mode="before")
     @classmethod

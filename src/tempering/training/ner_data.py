@@ -2,8 +2,9 @@
 
 Pretraining (`temper pretrain --task ner`): `data.datasets` to train on; validation is
 `data.val_data`, else a seeded `data.val_split` of the training sentences. Post-training
-(`temper post-train --task ner`) adds the forgetting watch: `val:new` is the new data's
-validation (as above), `val:original` the validation set of the run that made the source
+(`temper post-train --task ner`) adds the forgetting watch: `val:new` is `data.val_data`, else a
+fresh split of the new data (`data.create_new_validation`, `validation_ratio`, `random_seed`),
+`val:original` the validation set of the run that made the source
 checkpoint (rebuilt from its `config.yaml`), else a held-out split of `--old-dataset`. Old
 training data (strategies `combined`, `append`) never includes a sentence of val:original.
 """
@@ -90,10 +91,11 @@ def _read(datasets: list[DatasetConfig], config: Config, report: ReadReport) -> 
 
 def _train_and_val(datasets: list[DatasetConfig], val_data: list[DatasetConfig], config: Config,
                    report: ReadReport) -> tuple[list[Sentence], list[Sentence]]:
+    """Training sentences and their validation: val_data, else the seeded split `config.validation_split()` says."""
     train = _read(datasets, config, report)
     if val_data:
         return train, _read(val_data, config, report)
-    return split_items(train, config.data.val_split, config.run.seed)
+    return split_items(train, *config.validation_split())
 
 
 def _source_run_validation(source: Checkpoint, config: Config, report: ReadReport) -> list[Sentence]:

@@ -103,7 +103,7 @@ def build_post_train_data(config: Config, tokenizer, vocab_size: int, source: Ch
     if strategy != "new_only" and not config.data.old_datasets:
         raise UserError(f"data.strategy {strategy} trains on old and new data: give the original data with "
                         "--old-dataset PATH (data.old_datasets)")
-    new = build_lm_data(config, tokenizer, vocab_size)
+    new = build_lm_data(config, tokenizer, vocab_size, val_split=config.validation_split())
     val_sets = {"val:new": new.val_sets["val"]} if new.val_sets else {}
     if config.data.old_datasets:
         old_config = config.model_copy(deep=True)
@@ -129,7 +129,8 @@ def _source_run_validation(source: Checkpoint, tokenizer, vocab_size: int):
         if frozen.is_file() and not is_checkpoint_dir(run_dir):
             try:
                 source_config = load_config(frozen)
-                return build_lm_data(source_config, tokenizer, vocab_size).val_sets.get("val")
+                return build_lm_data(source_config, tokenizer, vocab_size,
+                                     val_split=source_config.validation_split()).val_sets.get("val")
             except UserError as exc:
                 console.print(f"cannot rebuild the original validation set from {frozen}: {exc}")
                 return None
