@@ -11,6 +11,7 @@ import difflib
 from typing import Any
 
 from tempering.errors import UserError
+from tempering.models.encoder import ENCODER
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
@@ -18,6 +19,7 @@ from tempering.models.moe import MOE
 FAMILIES: dict[str, ModelFamily] = {
     LLAMA.name: LLAMA,
     MOE.name: MOE,
+    ENCODER.name: ENCODER,
 }
 
 
