@@ -120,6 +120,12 @@ TRAINING_FLAGS = [
 ]
 
 
+TASK_FLAG = Flag("--task", "task", str, "ner", help="Train token classification (NER) with an encoder: a head "
+                 "on the data's labels, entity F1 at validation [task=token_classification].")
+OBJECTIVE_FLAG = Flag("--objective", "task", str, "clm|mlm", help="Pretraining objective: clm (next token, decoders) "
+                      "or mlm (masked LM, encoders); default: the preset's family's own [task].")
+
+
 def _pattern_list(text: str) -> str:
     """`--train-only router,lm_head` as the YAML list the config key takes."""
     return json.dumps([part.strip() for part in text.split(",") if part.strip()])
@@ -143,6 +149,7 @@ LORA_FLAGS = [
 
 
 POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
+    TASK_FLAG,
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
     Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
@@ -432,6 +439,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
                  top_p=args.top_p, seed=args.seed, device=args.device)
 
 
+def cmd_tag(args: argparse.Namespace) -> None:
+    """Tag entities with a token-classification checkpoint."""
+    from tempering.generation.tagging import run_tag
+
+    run_tag(args.checkpoint, text=args.text, input_file=args.input, output=args.output, batch_size=args.batch_size,
+            device=args.device)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     """Plot runs' metrics into one PNG."""
     from tempering.tracking.console import console
@@ -559,11 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_prep)
 
     pretrain = commands.add_parser(
-        "pretrain", help="Pretrain a decoder LM (or an image captioner: --preset vision_* --lm CKPT); re-running "
-                         "the same command resumes it.",
-        description="Pretrain a decoder LM on token shards (or raw .txt/.jsonl). A vision preset trains an image "
-                    "captioner instead, on an image-caption JSON (`temper prep --format images`), its captions "
-                    "written by the decoder checkpoint given with --lm. Runnable from flags alone; "
+        "pretrain", help="Pretrain a model from a preset: a decoder LM, an encoder (--objective mlm), NER "
+                         "(--task ner) or an image captioner (--preset vision_* --lm CKPT); re-running the same "
+                         "command resumes it.",
+        description="Pretrain a model from a preset: a decoder LM on token shards (or raw .txt/.jsonl), an encoder "
+                    "with masked LM on the same shards (--objective mlm; the default for encoder presets), a "
+                    "token-classification (NER) model on labelled sentences (--task ner), or an image captioner "
+                    "on an image-caption JSON (`temper prep --format images`; a vision preset), its captions written "
+                    "by the decoder checkpoint given with --lm. Runnable from flags alone; "
                     "re-running the same command resumes from the newest checkpoint in --save-dir.")
     _add_training_arguments(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
@@ -572,7 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
         "post-train", help="Continue training a checkpoint on new data (domain adaptation, fine-tuning).",
         description="Continue training a checkpoint on new data. The architecture comes from the checkpoint; by "
                     "default its optimizer, schedule position and step counter carry over (each --reset-* drops "
-                    "one). Every evaluation reports val:new and val:original. Re-running the same command resumes.")
+                    "one). Every evaluation reports val:new and val:original. With --task ner (the default for a "
+                    "NER checkpoint) an encoder is fine-tuned or continued on labelled sentences, its label map "
+                    "kept (ner.label_mapping). Re-running the same command resumes.")
     post.add_argument("--checkpoint", metavar="PATH",
                       help="Source checkpoint or run dir (else $CHECKPOINT_PATH, checkpoint.source_path, or the "
                            "previous run recorded in the run cache).")
@@ -700,6 +720,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     generate.set_defaults(func=cmd_generate)
 
+    tag = commands.add_parser(
+        "tag", help="Tag entities with a token-classification (NER) checkpoint: print them for --text, or write "
+                    "tagged JSONL for --input.",
+        description="Run a token-classification checkpoint over a text (its entities are printed: text, type, "
+                    "score, character span) or over a JSONL file whose rows hold `tokens` (words) or `text` (each "
+                    "row is written back with `ner_tags` and `entities`).")
+    tag.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    tag.add_argument("--text", metavar="TEXT", help="A text to tag (split into words and punctuation).")
+    tag.add_argument("--input", metavar="FILE.jsonl", help="Rows with `tokens` or `text` to tag.")
+    tag.add_argument("--output", metavar="FILE.jsonl", help="Where --input's tagged rows go (default: stdout).")
+    tag.add_argument("--batch-size", type=POSITIVE_INT, default=32, metavar="N",
+                     help="Sentences per forward pass (default 32).")
+    tag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
+    tag.set_defaults(func=cmd_tag)
+
     plot = commands.add_parser(
         "plot", help="Plot runs' loss, perplexity, LR, throughput and telemetry into one PNG (needs matplotlib).",
         description="One PNG of runs' metrics.jsonl: a panel per metric, every run and split (train, val, "
@@ -729,7 +764,8 @@ def print_commands(parser: argparse.ArgumentParser) -> None:
 CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
 
 
-PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, Flag("--lm", "vision.lm", str, "CHECKPOINT")]
+PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, TASK_FLAG, OBJECTIVE_FLAG,
+                                   Flag("--lm", "vision.lm", str, "CHECKPOINT")]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ import difflib
 from typing import Any
 
 from tempering.errors import UserError
+from tempering.models.encoder import ENCODER
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
@@ -20,6 +21,7 @@ FAMILIES: dict[str, ModelFamily] = {
     LLAMA.name: LLAMA,
     MOE.name: MOE,
     VISION.name: VISION,
+    ENCODER.name: ENCODER,
 }
 
 

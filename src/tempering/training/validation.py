@@ -23,30 +23,29 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
     A set is anything with `eval_batches(batch_size)` yielding numpy batch dicts;
     `max_batches` caps the batches per set. The result holds `loss`, `ppl` when the
     objective has one, the number of units under the objective's unit name (`tokens`,
-    `pairs`, ...), the objective's extra metrics as means per unit, and its split metrics
-    (computed over the whole split from its predictions).
+    `pairs`, ...), the objective's extra metrics as means per unit, and the metrics of its
+    `split_metric` over every batch (entity F1, ...).
     """
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     total_units = 0
     extras: dict[str, torch.Tensor] = {}
-    scores = objective.split_metric()  # metrics of the whole split (a captioner's exact match), if any
+    split_metric = objective.split_metric()
     for eval_set in sets:
         for index, batch in enumerate(eval_set.eval_batches(batch_size)):
             if max_batches is not None and index >= max_batches:
                 break
             tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if isinstance(v, np.ndarray)}
             with autocast():
-                if scores is None:
-                    result = objective(model, tensors)
-                else:
-                    result, predictions = objective.predict(model, tensors)
-                    scores.update(tensors, predictions)
+                result, predictions = objective.predict(model, tensors) if split_metric else \
+                    (objective(model, tensors), None)
             total_loss += result.loss_sum.double()
             total_units += int(result.num_units)
             for name, value in result.metrics.items():
                 extras[name] = extras.get(name, 0) + value.double()
+            if split_metric is not None:
+                split_metric.update(tensors, predictions)
     model.train(was_training)
     loss = (total_loss / max(total_units, 1)).item()
     values = {"loss": loss}
@@ -54,6 +53,6 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
         values["ppl"] = math.exp(min(loss, 50.0))
     values[objective.unit] = total_units
     values.update({name: (value / max(total_units, 1)).item() for name, value in extras.items()})
-    if scores is not None:
-        values.update(scores.compute())
+    if split_metric is not None:
+        values.update(split_metric.compute())
     return values

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tempering.errors import UserError
+from tempering.models.encoder import ENCODER
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
 from tempering.models.registry import (
@@ -21,7 +22,14 @@ def test_every_decoder_model_type_belongs_to_its_family():
         assert family_for_model_type(model_type) is LLAMA
     assert family_for_model_type("mixtral") is MOE
     assert family_for_model_type("llava") is VISION
-    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION}
+    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION, "encoder": ENCODER}
+
+
+def test_distilbert_and_bert_belong_to_the_encoder_family():
+    assert family_for_model_type("distilbert") is family_for_model_type("bert") is ENCODER
+    assert find_preset("distilbert") == (ENCODER, ENCODER.presets["distilbert"])
+    with pytest.raises(UserError, match="model.n_kv_heads is not a dimension of the encoder family"):
+        ENCODER.architecture("encoder_tiny", {"n_kv_heads": 2})
 
 
 def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
@@ -30,9 +38,9 @@ def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
     assert family_of_checkpoint({"model_type": "llava"}, {}) is VISION
     with pytest.raises(UserError, match="ckpt/config.json: .*model family 'audio'"):
         family_of_checkpoint({}, {"family": "audio"}, where="ckpt/config.json")
-    with pytest.raises(UserError, match="model_type is 'bert'; Tempering supports llama, mistral, qwen2, qwen3, mixtral, "
-                                        "llava"):
-        family_of_checkpoint({"model_type": "bert"}, {})
+    with pytest.raises(UserError, match="model_type is 'roberta'; Tempering supports llama, mistral, qwen2, qwen3, "
+                                        "mixtral, llava, distilbert, bert"):
+        family_of_checkpoint({"model_type": "roberta"}, {})
 
 
 def test_presets_find_their_family_and_unknown_names_get_a_suggestion():
