@@ -46,6 +46,8 @@ class ModelConfig(Section):
     experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
     router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
     router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
+    image_size: int | None = Field(None, gt=0, description="Vision: override the encoder's input size (square, pixels per side).")
+    patch_size: int | None = Field(None, gt=0, description="Vision: override the encoder's patch size (pixels per side).")
 
 
 class TokenizerConfig(Section):
@@ -76,6 +78,16 @@ class DataConfig(Section):
     seq_len: int = Field(256, gt=0, description="Tokens per training sequence (packed, no padding).")
     strategy: Literal["new_only", "combined", "append"] = Field("new_only", description="Post-training: train on new data only, old+new shuffled, or old then new.")
     old_datasets: list[DatasetConfig] = Field(default_factory=list, description="Post-training: the original data, for combined/append and the forgetting watch.")
+    create_new_validation: bool = Field(True, description="Post-training: hold out validation_ratio of the new data (drawn with random_seed) as val:new when val_data is empty; false trains on all of it and watches val:original (and val_data) only.")
+    validation_ratio: float | None = Field(None, gt=0.0, lt=1.0, description="Post-training: fraction of the new data held out as val:new (default val_split).")
+    random_seed: int | None = Field(None, description="Post-training: seed of the val:new split (default run.seed), so the held-out examples can stay fixed while run.seed changes.")
+
+    def new_validation_split(self, run_seed: int) -> tuple[float, int]:
+        """Post-training's (fraction of the new data held out as val:new, seed of that split); fraction 0: none."""
+        if not self.create_new_validation:
+            return 0.0, run_seed
+        ratio = self.validation_ratio if self.validation_ratio is not None else self.val_split
+        return ratio, self.random_seed if self.random_seed is not None else run_seed
 
 
 class TrainingConfig(Section):
@@ -110,7 +122,7 @@ class TrainingConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Compute precision (bf16/fp16 via autocast).")
     compile: bool | Literal["auto"] = Field("auto", description="torch.compile the training step: true, false, or auto (compile fixed-shape pretraining and post-training runs of 1000+ steps on CPU with a C++ compiler, or CUDA). A compile error falls back to eager with a warning.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
-    best_metric: Literal["new", "original"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping.")
+    best_metric: Literal["new", "original", "exact_match"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping; exact_match: the greedy captions' exact-match rate instead of the loss (vision).")
     freeze: list[str] = Field(default_factory=list, description="Freeze parameters whose names match these patterns (fnmatch, e.g. model.layers.[0-3].*).")
     freeze_first_blocks: int = Field(0, ge=0, description="Freeze the embeddings and the first N decoder blocks.")
     train_only_head: bool = Field(False, description="Train only the output head (lm_head) and final norm.")
@@ -161,13 +173,15 @@ with warnings.catch_warnings():
     class CheckpointConfig(Section):
         """Which checkpoint a stage starts from (post-train, SFT, DPO), and what state it keeps."""
 
-        source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name}, {seed}, {stage} and {section.key} placeholders are filled from this config.")
+        source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name}, {seed}, {stage}, {preset}, {backbone}, {run_id} and {section.key} placeholders are filled from this config (and the previous-run cache).")
         select: Literal["best", "final", "latest"] = Field("best", description="For a run dir: which of its checkpoints to use.")
         validate: bool = Field(True, description="Check the source checkpoint's files, config and tokenizer fingerprint before starting.")
         cache_file: Path | None = Field(None, description="Previous-run cache (JSON) every training run writes; default $TEMPERING_CACHE_DIR or ~/.cache/tempering, file last_run.json.")
         reset_optimizer: bool = Field(False, description="Post-training: start with empty optimizer state instead of the source's.")
         reset_scheduler: bool = Field(False, description="Post-training: restart the learning-rate schedule (warmup included) instead of continuing the source's.")
         reset_step: bool = Field(False, description="Post-training: count steps from 0 instead of continuing the source's step counter.")
+        backbone: str | None = Field(None, description="Name of the backbone a run continues; fills {backbone} (default: in source_path the previous run's, elsewhere the source checkpoint's preset or model type).")
+        run_id: str | None = Field(None, description="Id of the run a run continues; fills {run_id} (default: in source_path the previous run's from the cache file, elsewhere the source checkpoint's).")
         expert_checkpoint_dir: Path | None = Field(None, description="Sequential expert runs: the directory of expert_<I>.safetensors and shared.safetensors a run starts from and saves into (with training.active_expert).")
 
 
@@ -189,6 +203,22 @@ class DpoConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed fraction of flipped preference labels (sigmoid loss).")
     ref_checkpoint: str | None = Field(None, description="Reference model; default: a frozen copy of the initial policy.")
     precompute_ref: bool = Field(False, description="Compute reference log-probs in one pass and free the reference model.")
+
+
+class MlmConfig(Section):
+    """Masked-LM pretraining of an encoder (`--objective mlm`)."""
+
+    mask_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Fraction of tokens selected for prediction; of those 80% become the mask token, 10% a random token, 10% stay.")
+    whole_word_masking: bool = Field(False, description="Select whole words (all their word pieces) instead of single tokens.")
+
+
+class NerConfig(Section):
+    """Token classification (`--task ner`): data, label alignment and label maps."""
+
+    labels: list[str] = Field(default_factory=list, description="Label names by id: for data whose tags are ids, and to fix the label set (other tags are bad rows).")
+    label_all_tokens: bool = Field(False, description="Put the word's label on every word piece (B- becomes I- after the first), not only on the first.")
+    scheme_errors: Literal["repair", "error"] = Field("repair", description="An I-X that starts an entity (IOB2 violation): turn it into B-X, or refuse the row's file.")
+    label_mapping: Literal["strict", "merge"] = Field("strict", description="Continued training on data whose labels differ from the checkpoint's: refuse (strict) or add the new labels to the head (merge).")
 
 
 class LoraConfig(Section):
@@ -222,6 +252,15 @@ def percentile_band(spec: str) -> tuple[float, float]:
         raise ValueError(f"prep.ppl_keep {spec!r} is not a percentile band LOW:HIGH with 0 <= LOW < HIGH <= 100 "
                          "(e.g. 0:70)")
     return band
+
+
+class VisionConfig(Section):
+    """Image captioning with a vision preset or checkpoint (the vision family)."""
+
+    lm: str | None = Field(None, description="Decoder checkpoint or run dir whose language model writes the captions (flag --lm); a vision pretrain run needs it, and every vision checkpoint embeds a copy.")
+    prompt: str = Field("", description="Text after the image positions and before the caption, never scored (generate --prompt replaces it).")
+    train_lm: bool = Field(False, description="Also train the language model; by default it is frozen and the encoder and projector train.")
+    augment: bool = Field(True, description="Training images get a random shift of up to 1/16 of their side and a ±10% brightness and contrast change, seeded per epoch and image.")
 
 
 class PrepConfig(Section):
@@ -292,6 +331,9 @@ class DebugConfig(Section):
     kill_during_save_at_step: int | None = Field(None, gt=0, description="SIGKILL the process halfway through writing this step's checkpoint, to exercise crash safety.")
 
 
+TASK_ALIASES = {"ner": "token_classification", "mlm": "masked_lm", "clm": "causal_lm"}
+
+
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
@@ -299,7 +341,7 @@ class TrackingConfig(Section):
     """Where training records go besides metrics.jsonl: TensorBoard, MLflow, W&B; system telemetry."""
 
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "all", "none"]] = Field(default_factory=list, description="Trackers that receive every metrics.jsonl record: any of tensorboard, mlflow, wandb (comma-separated or a list); all = those installed; none. A listed tracker whose package is missing stops the run at start.")
-    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<source model>).")
+    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<backbone>, the backbone being checkpoint.backbone, else the encoder a token-classification run records, else the source run's name).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking server or store URI (default: sqlite:///<run dir's parent>/mlflow.db).")
     wandb_project: str = Field("tempering", description="W&B project.")
     wandb_name: str | None = Field(None, description="W&B run name (default: run.name; post-training: <model>_continued_<run_id>, as in MLflow).")
@@ -324,6 +366,7 @@ class Config(Section):
     """The whole run: one YAML file, validated at load."""
 
     stage: Literal["pretrain", "post_train", "sft", "dpo", "prep"] = Field("pretrain", description="Which stage this config is for (set by the command).")
+    task: Literal["auto", "causal_lm", "masked_lm", "token_classification"] = Field("auto", description="What pretrain/post-train train: causal_lm (decoders), masked_lm (--objective mlm), token_classification (--task ner); auto is the model family's own (causal_lm, masked_lm for encoders) or the checkpoint's head.")
     run: RunConfig = Field(default_factory=RunConfig, description="Run name, directory and seed.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer.")
@@ -332,8 +375,22 @@ class Config(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Starting checkpoint.")
     sft: SftConfig = Field(default_factory=SftConfig, description="SFT options.")
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO options.")
+    mlm: MlmConfig = Field(default_factory=MlmConfig, description="Masked-LM options.")
+    ner: NerConfig = Field(default_factory=NerConfig, description="Token-classification options.")
     prep: PrepConfig = Field(default_factory=PrepConfig, description="Data preparation options.")
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="Image captioning (vision family).")
     speech: SpeechConfig = Field(default_factory=SpeechConfig, description="Speech recognition and synthesis options.")
+
+    def validation_split(self) -> tuple[float, int]:
+        """(fraction, seed) of the split this run holds out of its training data: post-training's val:new rule."""
+        if self.stage == "post_train":
+            return self.data.new_validation_split(self.run.seed)
+        return self.data.val_split, self.run.seed
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_alias(cls, value):
+        return TASK_ALIASES.get(value, value) if isinstance(value, str) else value

@@ -301,7 +301,7 @@ def _read_text(path: Path, options: PrepConfig, stats: SourceStats, on_bytes: By
                 yield block.rstrip("\r\n")
 
 
-class _MalformedRows:
+class MalformedRows:
     """Count, report and bound the malformed rows of one file."""
 
     def __init__(self, path: Path, options: PrepConfig, stats: SourceStats):
@@ -347,7 +347,7 @@ def _read_jsonl(path: Path, options: PrepConfig, stats: SourceStats, on_bytes: B
     if first.lstrip().startswith("[") and not path.name.lower().removesuffix(".gz").endswith(".jsonl"):
         yield from _read_json_array(path, first + "".join(chunks), options, stats)
         return
-    malformed = _MalformedRows(path, options, stats)
+    malformed = MalformedRows(path, options, stats)
     for line_number, line in enumerate(_lines(_prepend(first, chunks)), 1):
         if not line or line.isspace():
             continue
@@ -378,7 +378,7 @@ def _read_json_array(path: Path, text: str, options: PrepConfig, stats: SourceSt
     except (ValueError, RecursionError) as error:
         line = getattr(error, "lineno", "?")
         raise UserError(f"{path}:{line}: invalid JSON ({getattr(error, 'msg', error)})") from error
-    malformed = _MalformedRows(path, options, stats)
+    malformed = MalformedRows(path, options, stats)
     for index, row in enumerate(rows, 1):
         malformed.num_rows += 1
         text = _text_of_row(row, options.text_field)
@@ -401,7 +401,7 @@ def _read_csv(path: Path, options: PrepConfig, stats: SourceStats, on_bytes: Byt
         raise UserError(f"{path}: no column {options.text_field!r} (columns: {', '.join(header)}); "
                         f"set prep.text_field")
     column = header.index(options.text_field)
-    malformed = _MalformedRows(path, options, stats)
+    malformed = MalformedRows(path, options, stats)
     while True:
         try:
             row = next(reader)

@@ -29,7 +29,7 @@ from torch import nn
 
 from tempering.checkpoint.io import load_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
-from tempering.checkpoint.resolution import cache_file_path
+from tempering.checkpoint.resolution import cache_file_path, run_id_of
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
 from tempering.errors import UserError
@@ -439,7 +439,7 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOu
           state: TrainState) -> Path:
     """Write a periodic, best or final checkpoint with everything a resume needs, and log it."""
     val = state.last_val.get(setup.best_split, {})
-    meta = {**setup.meta, "step": state.step,
+    meta = {**setup.meta, "run_id": run_id_of(setup.config, setup.run_dir), "step": state.step,
             "epoch": round(state.micro_batch / setup.train_batches.batches_per_epoch, 4),
             "val_loss": val.get("loss"), "val_ppl": val.get("ppl"),
             "stage": setup.config.stage, "learning_rate": setup.config.training.learning_rate}
@@ -463,6 +463,8 @@ def _val_line(val: dict, metric: str = "loss") -> str:
     """Loss (and perplexity) per split, and the best metric when it is another one (f1, wer)."""
     return " | ".join(f"{split} loss {values['loss']:.4f}" + (f" ppl {values['ppl']:.2f}" if "ppl" in values else "")
                       + (f" {metric} {values[metric]:.4f}" if metric != "loss" and metric in values else "")
+                      + (f" exact {values['exact_match']:.3f}" if metric != "exact_match" and "exact_match" in values
+                         else "")
                       for split, values in val.items())
 
 

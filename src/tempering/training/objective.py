@@ -43,6 +43,16 @@ class LossResult(NamedTuple):
     metrics: dict[str, torch.Tensor] = {}  # never mutated: a shared empty default is safe
 
 
+class SplitMetric(Protocol):
+    """Metrics over a whole validation split (entity F1, WER), accumulated batch by batch."""
+
+    def update(self, batch: TensorBatch, predictions: object) -> None:
+        """Take in one validation batch and the objective's predictions on it (`Objective.predict`)."""
+
+    def compute(self) -> dict[str, float]:
+        """The metrics over every batch taken in (name -> value)."""
+
+
 # The one metric the loop also trains on: the model's own auxiliary losses (a mixture of experts'
 # router losses, coefficients applied), summed over the units like the loss. It is added to the
 # loss for the backward pass and reported beside it, never inside it (loss and ppl stay comparable).
@@ -60,16 +70,6 @@ def with_auxiliary(result: LossResult, auxiliary: AuxiliaryLosses | None, num_un
     metrics = {**result.metrics, AUXILIARY_LOSS: auxiliary.loss * num_units,
                **{name: value * num_units for name, value in auxiliary.metrics.items()}}
     return result._replace(metrics=metrics)
-
-
-class SplitMetric(Protocol):
-    """Metrics over a whole validation split (entity F1, WER), accumulated batch by batch."""
-
-    def update(self, batch: TensorBatch, predictions: object) -> None:
-        """Take in one validation batch and the objective's predictions on it (`Objective.predict`)."""
-
-    def compute(self) -> dict[str, float]:
-        """The metrics over every batch taken in (name -> value)."""
 
 
 @dataclass(frozen=True)
