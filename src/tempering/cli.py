@@ -56,6 +56,35 @@ PREP_FLAGS = [
     Flag("--text-field", "prep.text_field", str, "NAME"),
     Flag("--invalid-utf8", "prep.invalid_utf8", str, "replace|skip"),
     Flag("--max-bad-line-fraction", "prep.max_bad_line_fraction", float, "F"),
+    # Corpus processing stages (all off by default).
+    Flag("--workers", "prep.workers", int, "N"),
+    Flag("--chunk-size", "prep.chunk_size", int, "N"),
+    Flag("--chunk-unit", "prep.chunk_unit", str, "chars|tokens"),
+    Flag("--near-dedup", "prep.near_dedup", is_switch=True),
+    Flag("--minhash-perm", "prep.minhash_perm", int, "N"),
+    Flag("--near-dedup-threshold", "prep.near_dedup_threshold", float, "J"),
+    Flag("--near-dedup-bands", "prep.near_dedup_bands", int, "B"),
+    Flag("--near-dedup-rows", "prep.near_dedup_rows", int, "R"),
+    Flag("--verify-jaccard", "prep.verify_jaccard", is_switch=True),
+    Flag("--ppl-model", "prep.ppl_model", str, "CHECKPOINT"),
+    Flag("--ppl-keep", "prep.ppl_keep", str, "LOW:HIGH"),
+    Flag("--ppl-max", "prep.ppl_max", float, "PPL"),
+    Flag("--ppl-max-tokens", "prep.ppl_max_tokens", int, "N"),
+    Flag("--ppl-batch-size", "prep.ppl_batch_size", int, "N"),
+    Flag("--ppl-report-only", "prep.ppl_report_only", is_switch=True),
+    Flag("--quality-filter", "prep.quality_filter", is_switch=True),
+    Flag("--quality-min-words", "prep.quality_min_words", int, "N"),
+    Flag("--quality-max-words", "prep.quality_max_words", int, "N"),
+    Flag("--quality-min-mean-word-length", "prep.quality_min_mean_word_length", float, "L"),
+    Flag("--quality-max-mean-word-length", "prep.quality_max_mean_word_length", float, "L"),
+    Flag("--quality-max-symbol-ratio", "prep.quality_max_symbol_ratio", float, "F"),
+    Flag("--quality-max-non-alpha-words", "prep.quality_max_non_alpha_words", float, "F"),
+    Flag("--quality-max-ellipsis-lines", "prep.quality_max_ellipsis_lines", float, "F"),
+    Flag("--quality-max-bullet-lines", "prep.quality_max_bullet_lines", float, "F"),
+    Flag("--quality-max-duplicate-lines", "prep.quality_max_duplicate_lines", float, "F"),
+    Flag("--quality-max-duplicate-ngrams", "prep.quality_max_duplicate_ngrams", float, "F"),
+    Flag("--dataset-limit", "prep.dataset_limit", str, "NAME=N[docs|tokens],..."),
+    Flag("--max-source-fraction", "prep.max_source_fraction", float, "F"),
 ]
 
 
@@ -91,6 +120,12 @@ TRAINING_FLAGS = [
 ]
 
 
+TASK_FLAG = Flag("--task", "task", str, "ner", help="Train token classification (NER) with an encoder: a head "
+                 "on the data's labels, entity F1 at validation [task=token_classification].")
+OBJECTIVE_FLAG = Flag("--objective", "task", str, "clm|mlm", help="Pretraining objective: clm (next token, decoders) "
+                      "or mlm (masked LM, encoders); default: the preset's family's own [task].")
+
+
 def _pattern_list(text: str) -> str:
     """`--train-only router,lm_head` as the YAML list the config key takes."""
     return json.dumps([part.strip() for part in text.split(",") if part.strip()])
@@ -113,13 +148,16 @@ LORA_FLAGS = [
 ]
 
 
+ASR_CHECKPOINT_FLAG = Flag("--asr-checkpoint", "speech.asr_checkpoint", str, "PATH")
 POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
+    ASR_CHECKPOINT_FLAG,
+    TASK_FLAG,
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
     Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
     Flag("--reset-step", "checkpoint.reset_step", is_switch=True),
     Flag("--select", "checkpoint.select", str, "best|final|latest"),
-    Flag("--best-metric", "training.best_metric", str, "new|original"),
+    Flag("--best-metric", "training.best_metric", str, "new|original|exact_match"),
 ]
 
 
@@ -279,6 +317,13 @@ def cmd_sample_corpus(args: argparse.Namespace) -> None:
     from tempering.data.sample_corpus import write_sample_corpus
     from tempering.tracking.console import print_table
 
+    if args.images:
+        from tempering.data.images.sample import write_sample_images
+
+        summary = write_sample_images(Path(args.output), num_images=args.num_images, seed=args.seed)
+        rows = [[f"{name}/{split}", count] for name, splits in summary.items() for split, count in splits.items()]
+        print_table(f"Sample images written to {args.output} (scenes.json, words.json)", ["part", "images"], rows)
+        return
     summary = write_sample_corpus(Path(args.output), val_fraction=args.val_fraction)
     rows = [[f"{domain}/{split}", s["documents"], f"{s['bytes'] / 1e6:.2f}"]
             for domain, splits in summary.items() for split, s in splits.items()]
@@ -301,12 +346,63 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_prep(args: argparse.Namespace) -> None:
-    """Tokenize raw files into token shards."""
+    """Tokenize raw files into token shards, or list audio files and transcripts in a speech CSV."""
     from tempering.data.prep import run_prep
 
     _split_paths_and_overrides(args, "input")
     config = _load(args, PREP_FLAGS, "prep")
-    run_prep(args.input, args.tokenizer, args.output, config.prep)
+    if args.format in ("audio_asr", "audio_tts"):
+        _prep_audio(args, config.prep.val_fraction)
+        return
+    if args.format == "images":
+        from tempering.data.images.prep import prep_images
+
+        prep_images(args.input, args.output, caption_file=args.caption_file, val_fraction=config.prep.val_fraction)
+        return
+    if args.caption_file:
+        raise UserError("--caption-file pairs images with captions: use it with --format images")
+    if not args.tokenizer:
+        raise UserError("temper prep: give --tokenizer DIR (token shards need a tokenizer; audio data takes "
+                        "--format audio_asr or audio_tts, images --format images)")
+    scorer = None
+    if config.prep.ppl_model:
+        from tempering.evaluation.document_perplexity import DocumentPerplexity
+
+        scorer = DocumentPerplexity(config.prep.ppl_model, max_tokens=config.prep.ppl_max_tokens,
+                                    batch_size=config.prep.ppl_batch_size)
+    run_prep(args.input, args.tokenizer, args.output, config.prep, scorer=scorer)
+
+
+def _prep_audio(args: argparse.Namespace, val_fraction: float) -> None:
+    """`temper prep --format audio_asr|audio_tts`: write the speech CSV and print what was kept and skipped."""
+    from tempering.data.audio.prep import AudioPrepOptions, prep_audio
+    from tempering.tracking.console import console
+
+    if not args.input:
+        raise UserError("temper prep --format " + args.format + ": give --input DIR (audio files, searched recursively)")
+    options = AudioPrepOptions(kind=args.format, min_duration_s=args.min_duration or 0.0,
+                               max_duration_s=args.max_duration or float("inf"), val_fraction=val_fraction,
+                               transcripts=Path(args.transcripts) if args.transcripts else None,
+                               phonemes=args.phonemes, voice=args.voice)
+    report = prep_audio(args.input, Path(args.output), options)
+    skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items())) or "none"
+    splits = ", ".join(f"{split} {count}" for split, count in sorted(report.splits.items()))
+    console.print(f"wrote {args.output}: {report.written} utterances ({report.duration_s / 3600:.2f} h; {splits}); "
+                  f"skipped: {skipped}")
+
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    """Print the transcript of each audio file."""
+    from tempering.generation.transcribe import load_asr_model, transcribe_files
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    loaded = load_asr_model(args.checkpoint, device=pick_device(args.device))
+    result = transcribe_files(loaded, args.files, beam=args.beam)
+    for file, text in zip(args.files, result.texts, strict=True):
+        print(text if len(args.files) == 1 else f"{file}\t{text}", flush=True)
+    console.print(f"{result.audio_s:.1f} s of audio in {result.compute_s:.2f} s (real-time factor "
+                  f"{result.real_time_factor:.3f})")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -328,7 +424,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.lm_eval is not None:
         _run_lm_eval(args)
         return
+    from tempering.evaluation.captions import evaluate_captions, is_captioner
+
+    if is_captioner(args.checkpoint):
+        rows = evaluate_captions(args.checkpoint, args.data, batch_size=args.batch_size,
+                                 max_batches=args.max_batches, device=args.device)
+        if args.json:
+            print(json.dumps(rows))
+            return
+        print_table(f"{args.checkpoint}: captions", ["dataset", "images", "caption tokens", "loss", "ppl",
+                                                     "exact match", "CER"],
+                    [[r["path"], r["images"], f"{r['tokens']:,}", f"{r['loss']:.4f}", f"{r['ppl']:.2f}",
+                      f"{r['exact_match']:.3f}", f"{r['cer']:.3f}"] for r in rows])
+        return
     datasets = parse_dataset_specs(args.data, args.limit or [])
+    if _is_speech_checkpoint(args.checkpoint):
+        _eval_speech(args, datasets)
+        return
     result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
                                  batch_size=args.batch_size, max_batches=args.max_batches, device=args.device)
     if args.json:
@@ -338,6 +450,29 @@ def cmd_eval(args: argparse.Namespace) -> None:
             for name, r in result["datasets"].items()]
     print_table(f"{result['checkpoint']} (step {result['step']}, seq_len {result['seq_len']})",
                 ["dataset", "path", "documents", "tokens", "loss", "ppl"], rows)
+
+
+def _is_speech_checkpoint(path: str) -> bool:
+    from tempering.checkpoint.io import load_checkpoint
+    from tempering.training.speech_families import is_speech_family
+
+    return is_speech_family(load_checkpoint(path).family)
+
+
+def _eval_speech(args: argparse.Namespace, datasets: list) -> None:
+    """CTC loss, WER and CER of a speech checkpoint on speech CSVs."""
+    from tempering.evaluation.speech_eval import evaluate_speech_checkpoint
+    from tempering.tracking.console import print_table
+
+    result = evaluate_speech_checkpoint(args.checkpoint, datasets, batch_size=args.batch_size,
+                                        max_batches=args.max_batches, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return
+    rows = [[name, r["path"], r["utterances"], f"{r['loss']:.4f}", f"{r['wer']:.4f}", f"{r['cer']:.4f}"]
+            for name, r in result["datasets"].items()]
+    print_table(f"{result['checkpoint']} (step {result['step']})", ["dataset", "path", "utterances", "loss", "wer",
+                                                                     "cer"], rows)
 
 
 def _run_lm_eval(args: argparse.Namespace) -> None:
@@ -357,12 +492,39 @@ def _run_lm_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    """Sample a continuation of a prompt, streaming it to the terminal."""
+    """Sample a continuation of a prompt, streaming it to the terminal; or speak text into a WAV (Talker)."""
     from tempering.generation.command import run_generate
 
+    if args.speak is not None:
+        _speak(args)
+        return
+    if args.image is not None:
+        from tempering.generation.captions import run_caption
+
+        run_caption(args.checkpoint, args.image, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                    device=args.device)
+        return
     run_generate(args.checkpoint, prompt=args.prompt, chat=args.chat, system=args.system,
                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, seed=args.seed, device=args.device)
+
+
+def _speak(args: argparse.Namespace) -> None:
+    from tempering.generation.speak import speak_to_file
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    if args.output is None:
+        raise UserError("--speak writes audio: give --output FILE.wav")
+    result = speak_to_file(args.checkpoint, args.speak, Path(args.output), device=pick_device(args.device))
+    console.print(f"wrote {args.output}: {result['audio_s']:.2f} s of audio saying {result['text']!r} in "
+                  f"{result['compute_s']:.2f} s (real-time factor {result['compute_s'] / max(result['audio_s'], 1e-9):.3f})")
+def cmd_tag(args: argparse.Namespace) -> None:
+    """Tag entities with a token-classification checkpoint."""
+    from tempering.generation.tagging import run_tag
+
+    run_tag(args.checkpoint, text=args.text, input_file=args.input, output=args.output, batch_size=args.batch_size,
+            device=args.device)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -459,6 +621,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--val-fraction", type=ranged(float, low=0, high=0.5, what="give 0 to 0.5"), default=0.05,
                         metavar="F",
                         help="Fraction of documents in each domain's val split (default 0.05).")
+    sample.add_argument("--images", action="store_true",
+                        help="Render the image-caption sets instead: shape scenes with compositional captions (some "
+                             "colour-shape pairs held out of training) and words in matplotlib's fonts.")
+    sample.add_argument("--num-images", type=POSITIVE_INT, default=4000, metavar="N",
+                        help="--images: training images per set (validation: a tenth as many; default 4000).")
+    sample.add_argument("--seed", type=ranged(int, low=0, high=2**32 - 1, what="give 0 to 2^32-1"), default=0,
+                        metavar="S", help="--images: the seed the sets are drawn with (default 0).")
     sample.set_defaults(func=cmd_sample_corpus)
 
     tokenizer = commands.add_parser("tokenizer", help="Train a tokenizer.")
@@ -477,17 +646,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="Replace a tokenizer already in --output.")
     train.set_defaults(func=cmd_tokenizer_train)
 
-    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards.")
+    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards; pair images "
+                               "with captions (--format images); or list speech (audio + transcripts) in a CSV "
+                               "(--format audio_asr|audio_tts).")
     prep.add_argument("--input", nargs="+", default=[], metavar="PATH",
                       help="Files, directories (recursive) or globs (default: data/raw).")
-    prep.add_argument("--tokenizer", required=True, metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`).")
-    prep.add_argument("--output", required=True, metavar="DIR", help="Shard directory: manifest.json, train/, val/.")
+    prep.add_argument("--format", choices=["text", "images", "audio_asr", "audio_tts"], default="text",
+                      help="text: token shards (default); images: find .png/.jpg/.jpeg/.bmp/.webp recursively, "
+                           "pair them with captions and write an image-caption JSON; audio_asr / audio_tts: a "
+                           "speech CSV path,transcript,duration_s for the audio encoder / the Talker.")
+    prep.add_argument("--tokenizer", metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`); "
+                      "needed for text.")
+    prep.add_argument("--output", required=True, metavar="DIR|FILE",
+                      help="Shard directory (manifest.json, train/, val/); --format images: the JSON file to write "
+                           "(e.g. images.json); audio formats: the CSV file.")
+    prep.add_argument("--caption-file", metavar="FILE", help="--format images: captions as NAME<TAB>CAPTION or "
+                      "NAME,CAPTION lines, or JSONL {\"image\", \"caption\"} (default: each image's sibling .txt).")
+    prep.add_argument("--transcripts", metavar="FILE", help="Audio formats: transcripts as `path<TAB>text` lines "
+                      "or a CSV with path and transcript columns (else sibling .txt, *.trans.txt, metadata.csv).")
+    prep.add_argument("--min-duration", type=ranged(float, low=0, what="give seconds >= 0"), metavar="S",
+                      help="Audio formats: skip files shorter than S seconds.")
+    prep.add_argument("--max-duration", type=ranged(float, low=0, low_open=True, what="give seconds > 0"),
+                      metavar="S", help="Audio formats: skip files longer than S seconds.")
+    prep.add_argument("--phonemes", choices=["espeak"], help="Audio formats: add a phonemes column (espeak-ng IPA; "
+                      "needs espeak-ng installed).")
+    prep.add_argument("--voice", default="en-us", metavar="VOICE", help="espeak-ng voice for --phonemes "
+                      "(default en-us).")
     _add_config_arguments(prep, PREP_FLAGS)
     prep.set_defaults(func=cmd_prep)
 
     pretrain = commands.add_parser(
-        "pretrain", help="Pretrain a decoder LM; re-running the same command resumes it.",
-        description="Pretrain a decoder LM on token shards (or raw .txt/.jsonl). Runnable from flags alone; "
+        "pretrain", help="Pretrain a model from a preset: a decoder LM, an encoder (--objective mlm), NER "
+                         "(--task ner) or an image captioner (--preset vision_* --lm CKPT); re-running the same "
+                         "command resumes it.",
+        description="Pretrain a model from a preset: a decoder LM on token shards (or raw .txt/.jsonl), an encoder "
+                    "with masked LM on the same shards (--objective mlm; the default for encoder presets), a "
+                    "token-classification (NER) model on labelled sentences (--task ner), or an image captioner "
+                    "on an image-caption JSON (`temper prep --format images`; a vision preset), its captions written "
+                    "by the decoder checkpoint given with --lm. Runnable from flags alone; "
                     "re-running the same command resumes from the newest checkpoint in --save-dir.")
     _add_training_arguments(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
@@ -496,7 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
         "post-train", help="Continue training a checkpoint on new data (domain adaptation, fine-tuning).",
         description="Continue training a checkpoint on new data. The architecture comes from the checkpoint; by "
                     "default its optimizer, schedule position and step counter carry over (each --reset-* drops "
-                    "one). Every evaluation reports val:new and val:original. Re-running the same command resumes.")
+                    "one). Every evaluation reports val:new and val:original. With --task ner (the default for a "
+                    "NER checkpoint) an encoder is fine-tuned or continued on labelled sentences, its label map "
+                    "kept (ner.label_mapping). Re-running the same command resumes.")
     post.add_argument("--checkpoint", metavar="PATH",
                       help="Source checkpoint or run dir (else $CHECKPOINT_PATH, checkpoint.source_path, or the "
                            "previous run recorded in the run cache).")
@@ -594,7 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(must not exist, or be empty).")
     merge.set_defaults(func=cmd_merge_experts)
 
-    evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
+    evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets "
+                                   "(speech recognition checkpoints: CTC loss, WER and CER on speech CSVs).")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
                           help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
@@ -622,12 +821,27 @@ def build_parser() -> argparse.ArgumentParser:
                           "beside the checkpoint: CHECKPOINT.lm_eval.TASKS.json).")
     evaluate.set_defaults(func=cmd_eval)
 
+    transcribe = commands.add_parser("transcribe", help="Print the transcript of audio files with a speech "
+                                     "recognition (audio_encoder) checkpoint.")
+    transcribe.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    transcribe.add_argument("files", nargs="+", metavar="FILE", help="Audio files (WAV, FLAC, OGG; any sample rate).")
+    transcribe.add_argument("--beam", type=POSITIVE_INT, metavar="N",
+                            help="CTC prefix beam search of width N (default: greedy best path).")
+    transcribe.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                            help="Device (default auto).")
+    transcribe.set_defaults(func=cmd_transcribe)
+
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
     generate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     generate.add_argument("--prompt", metavar="TEXT", help="Text to continue.")
     generate.add_argument("--chat", metavar="MESSAGE", help="A user message: rendered with the checkpoint's chat "
                           "template; generation stops at the template's end-of-turn token.")
     generate.add_argument("--system", metavar="TEXT", help="System message for --chat.")
+    generate.add_argument("--speak", metavar="TEXT", help="Talker checkpoints: say TEXT (Griffin-Lim vocoder) into "
+                          "--output.")
+    generate.add_argument("--output", metavar="FILE.wav", help="With --speak: the 16 kHz WAV file to write.")
+    generate.add_argument("--image", metavar="PATH", help="Caption this image with a vision checkpoint (greedy; "
+                          "--prompt replaces the prompt it trained with).")
     generate.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N",
                           help="Stop after N new tokens, N >= 1 (default 100).")
     generate.add_argument("--temperature", type=ranged(float, low=0, high=100, what="give 0 (greedy) to 100"),
@@ -641,6 +855,21 @@ def build_parser() -> argparse.ArgumentParser:
                           default=0, metavar="S", help="Sampling seed, 0 to 2^63-1 (default 0).")
     generate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     generate.set_defaults(func=cmd_generate)
+
+    tag = commands.add_parser(
+        "tag", help="Tag entities with a token-classification (NER) checkpoint: print them for --text, or write "
+                    "tagged JSONL for --input.",
+        description="Run a token-classification checkpoint over a text (its entities are printed: text, type, "
+                    "score, character span) or over a JSONL file whose rows hold `tokens` (words) or `text` (each "
+                    "row is written back with `ner_tags` and `entities`).")
+    tag.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    tag.add_argument("--text", metavar="TEXT", help="A text to tag (split into words and punctuation).")
+    tag.add_argument("--input", metavar="FILE.jsonl", help="Rows with `tokens` or `text` to tag.")
+    tag.add_argument("--output", metavar="FILE.jsonl", help="Where --input's tagged rows go (default: stdout).")
+    tag.add_argument("--batch-size", type=POSITIVE_INT, default=32, metavar="N",
+                     help="Sentences per forward pass (default 32).")
+    tag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
+    tag.set_defaults(func=cmd_tag)
 
     plot = commands.add_parser(
         "plot", help="Plot runs' loss, perplexity, LR, throughput and telemetry into one PNG (needs matplotlib).",
@@ -671,7 +900,8 @@ def print_commands(parser: argparse.ArgumentParser) -> None:
 CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
 
 
-PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS]
+PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, TASK_FLAG, OBJECTIVE_FLAG,
+                                   Flag("--lm", "vision.lm", str, "CHECKPOINT"), ASR_CHECKPOINT_FLAG]
 SUBMIT_FLAGS = [Flag("--save-dir", "run.save_dir", str, "DIR")]
 
 

@@ -52,7 +52,7 @@ def import_hf_model(hf_dir: str | Path, output: str | Path) -> dict:
     if vocab_size is not None and tokenizer.vocab_size > vocab_size:
         raise UserError(f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model embeds only "
                         f"{vocab_size} (vocab_size in {CONFIG_FILE})")
-    weights = _checked_weights(_read_weights(hf_dir), family, arch, hf_dir)
+    weights = _checked_weights(family.import_weights(hf_config, _read_weights(hf_dir)), family, arch, hf_dir)
     special = _special_ids(hf_config, hf_dir, tokenizer)
     meta = {"step": 0, "family": family.name, "model_type": family.model_type(arch),
             "tokenizer_fingerprint": tokenizer.fingerprint, "imported_from": str(hf_dir.resolve()),

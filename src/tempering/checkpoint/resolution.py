@@ -4,13 +4,21 @@ Sources, first one set wins: `--checkpoint`, the CHECKPOINT_PATH environment var
 config `checkpoint.source_path` (placeholders filled from the config), and the
 previous-run cache file every training run writes (`record_run`). A source that is set
 but bad is an error naming it; resolution never falls through to a later source, so a
-typo cannot quietly start from some other run. Placeholder filling is hand-written
-because `str.format` cannot walk list indices (`{data.datasets.0.path}`) or name the
-placeholder it does not know.
+typo cannot quietly start from some other run.
+
+Placeholders work in every string key of a config, not only the source path
+(`fill_config_placeholders`): `{run_name}`, `{seed}`, `{stage}`, `{preset}`, any
+`{section.key}`, and two that name what a run continues — `{backbone}` (the backbone's name:
+`checkpoint.backbone`, else the source checkpoint's preset or model type, or in the source
+path the previous run's) and `{run_id}` (`checkpoint.run_id`, else the source's or the
+previous run's id; every run's id is `<run.name>-<hash of its save dir>`, stable across
+resumes). Placeholder filling is hand-written because `str.format` cannot walk list indices
+(`{data.datasets.0.path}`) or name the placeholder it does not know.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -46,7 +54,10 @@ CACHE_FILE_NAME = "last_run.json"
 SOURCE_REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE, TOKENIZER_FILES[0])
 
 # Short names for the placeholders people write most; any `{section.key}` works too.
-PLACEHOLDER_ALIASES = {"run_name": "run.name", "seed": "run.seed", "stage": "stage", "preset": "model.preset"}
+PLACEHOLDER_ALIASES = {"run_name": "run.name", "seed": "run.seed", "stage": "stage", "preset": "model.preset",
+                       "backbone": "checkpoint.backbone", "run_id": "checkpoint.run_id"}
+# Keys whose placeholders are filled elsewhere (the source path, during resolution).
+FILLED_DURING_RESOLUTION = frozenset({"checkpoint.source_path"})
 
 
 def resolve_source_checkpoint(config: Config, cli_checkpoint: str | None, *,
@@ -60,7 +71,7 @@ def resolve_source_checkpoint(config: Config, cli_checkpoint: str | None, *,
         return _resolve(value, select, f"{ENV_CHECKPOINT}={value}")
     template = config.checkpoint.source_path
     if template:
-        filled = fill_placeholders(template, config)
+        filled = fill_placeholders(template, config, extra=_previous_run_names(config, environ))
         shown = template if filled == template else f"{template} = {filled}"
         return _resolve(filled, select, f"checkpoint.source_path {shown}")
     cache = cache_file_path(config, environ)
@@ -74,26 +85,62 @@ def resolve_source_checkpoint(config: Config, cli_checkpoint: str | None, *,
     )
 
 
-def fill_placeholders(template: str, config: Config) -> str:
-    """Fill `{run_name}`, `{seed}`, `{stage}`, `{preset}` and `{section.key}` from the config."""
+def fill_placeholders(template: str, config: Config, *, key: str = "checkpoint.source_path",
+                      extra: Mapping[str, object] | None = None) -> str:
+    """Fill `{run_name}`, `{seed}`, `{stage}`, `{preset}`, `{backbone}`, `{run_id}` and `{section.key}`.
+
+    Values come from the config; `extra` supplies `{backbone}` / `{run_id}` (or other names)
+    where the config leaves them unset. `key` names the config key in error messages.
+    """
     try:
         fields = list(Formatter().parse(template))
     except ValueError as exc:
-        raise UserError(f"checkpoint.source_path {template!r}: {exc} (write {{{{ or }}}} for a literal brace)") from exc
+        raise UserError(f"{key} {template!r}: {exc} (write {{{{ or }}}} for a literal brace)") from exc
     parts = []
     for literal, name, spec, conversion in fields:
         parts.append(literal)
         if name is None:
             continue
-        value = _placeholder_value(config, name, template)
+        value = _placeholder_value(config, name, template, key, extra or {})
         if conversion:
             value = {"r": repr, "s": str, "a": ascii}[conversion](value)
         try:
             parts.append(format(value, spec))
         except (ValueError, TypeError) as exc:
-            raise UserError(f"checkpoint.source_path {template!r}: cannot format {{{name}}} "
-                            f"as {spec!r}: {exc}") from exc
+            raise UserError(f"{key} {template!r}: cannot format {{{name}}} as {spec!r}: {exc}") from exc
     return "".join(parts)
+
+
+def fill_config_placeholders(config: Config, extra: Mapping[str, object] | None = None) -> Config:
+    """The config with placeholders filled in every string key (see the module docstring); unchanged if none."""
+    raw = config.model_dump(exclude_unset=True)
+    changed = False
+
+    def walk(value: object, path: str) -> object:
+        nonlocal changed
+        if isinstance(value, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, (str, Path)) and "{" in str(value) and path not in FILLED_DURING_RESOLUTION:
+            changed = True
+            return fill_placeholders(str(value), config, key=path, extra=extra)
+        return value
+
+    filled = walk(raw, "")
+    return Config.model_validate(filled) if changed else config
+
+
+def run_id_of(config: Config, save_dir: Path | str | None = None) -> str:
+    """A run's id: its name and a hash of its save dir, so it is stable across resumes and unique per directory."""
+    where = str(Path(save_dir or config.run.save_dir or ".").resolve())
+    return f"{config.run.name}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
+
+
+def source_names(meta: Mapping[str, object]) -> dict[str, object]:
+    """`{backbone}` and `{run_id}` of a source checkpoint, from its meta.json."""
+    backbone = meta.get("backbone") or meta.get("preset") or meta.get("model_type")
+    return {name: value for name, value in (("backbone", backbone), ("run_id", meta.get("run_id"))) if value}
 
 
 def cache_file_path(config: Config, environ: Mapping[str, str] = os.environ) -> Path:
@@ -111,9 +158,13 @@ def record_run(config: Config, save_dir: Path, summary: dict,
     """Write the previous-run cache atomically (rank 0 under a launcher); a failure only warns, never fails the run."""
     if not is_main_process():
         return
+    final_meta = Path(save_dir) / "final" / META_FILE
+    backbone = source_names(read_meta(final_meta.parent)).get("backbone") if final_meta.is_file() else None
     record = {
         "save_dir": str(Path(save_dir).resolve()),
         "run_name": config.run.name,
+        "run_id": run_id_of(config, save_dir),
+        "backbone": backbone,
         "stage": config.stage,
         "final_step": summary.get("final_step"),
         "stop_reason": summary.get("stop_reason"),
@@ -162,22 +213,38 @@ def _resolve(value: str, select: str, origin: str) -> tuple[Path, str]:
     return found, origin if found == path else f"{origin} → {found}"
 
 
-def _placeholder_value(config: Config, name: str, template: str) -> object:
-    """Look a placeholder up in the config; UserError names an unknown one."""
-    keys = PLACEHOLDER_ALIASES.get(name, name).split(".")
+def _placeholder_value(config: Config, name: str, template: str, where: str, extra: Mapping[str, object]) -> object:
+    """Look a placeholder up in the config (then `extra`); UserError names an unknown one."""
     value: object = config
-    for key in keys:
+    for key in PLACEHOLDER_ALIASES.get(name, name).split("."):
         value = _child(value, key)
         if value is _MISSING:
-            known = ", ".join(f"{{{alias}}}" for alias in PLACEHOLDER_ALIASES)
-            raise UserError(f"checkpoint.source_path {template!r}: unknown placeholder {{{name}}} "
-                            f"(known: {known}, or a config key such as {{run.name}})")
+            break
+    if value in (None, _MISSING) and extra.get(name) is not None:
+        return extra[name]
+    if value is _MISSING:
+        known = ", ".join(f"{{{alias}}}" for alias in PLACEHOLDER_ALIASES)
+        raise UserError(f"{where} {template!r}: unknown placeholder {{{name}}} "
+                        f"(known: {known}, or a config key such as {{run.name}})")
     if isinstance(value, (BaseModel, list, dict)):
-        raise UserError(f"checkpoint.source_path {template!r}: placeholder {{{name}}} is a config "
+        raise UserError(f"{where} {template!r}: placeholder {{{name}}} is a config "
                         "section, not a value; name a key inside it")
     if value is None:
-        raise UserError(f"checkpoint.source_path {template!r}: placeholder {{{name}}} is not set in the config")
+        hint = f" (set {PLACEHOLDER_ALIASES[name]})" if name in PLACEHOLDER_ALIASES else ""
+        raise UserError(f"{where} {template!r}: placeholder {{{name}}} is not set in the config{hint}")
     return value
+
+
+def _previous_run_names(config: Config, environ: Mapping[str, str]) -> dict[str, object]:
+    """`{backbone}` and `{run_id}` of the previous run recorded in the cache, when there is a readable one."""
+    cache = cache_file_path(config, environ)
+    if not cache.is_file():
+        return {}
+    try:
+        record = _read_cache(cache)
+    except UserError:
+        return {}
+    return {name: record[name] for name in ("backbone", "run_id") if record.get(name)}
 
 
 _MISSING = object()

@@ -49,6 +49,8 @@ class ModelConfig(Section):
     experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
     router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
     router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
+    image_size: int | None = Field(None, gt=0, description="Vision: override the encoder's input size (square, pixels per side).")
+    patch_size: int | None = Field(None, gt=0, description="Vision: override the encoder's patch size (pixels per side).")
 
 
 class TokenizerConfig(Section):
@@ -79,6 +81,16 @@ class DataConfig(Section):
     seq_len: int = Field(256, gt=0, description="Tokens per training sequence (packed, no padding).")
     strategy: Literal["new_only", "combined", "append"] = Field("new_only", description="Post-training: train on new data only, old+new shuffled, or old then new.")
     old_datasets: list[DatasetConfig] = Field(default_factory=list, description="Post-training: the original data, for combined/append and the forgetting watch.")
+    create_new_validation: bool = Field(True, description="Post-training: hold out validation_ratio of the new data (drawn with random_seed) as val:new when val_data is empty; false trains on all of it and watches val:original (and val_data) only.")
+    validation_ratio: float | None = Field(None, gt=0.0, lt=1.0, description="Post-training: fraction of the new data held out as val:new (default val_split).")
+    random_seed: int | None = Field(None, description="Post-training: seed of the val:new split (default run.seed), so the held-out examples can stay fixed while run.seed changes.")
+
+    def new_validation_split(self, run_seed: int) -> tuple[float, int]:
+        """Post-training's (fraction of the new data held out as val:new, seed of that split); fraction 0: none."""
+        if not self.create_new_validation:
+            return 0.0, run_seed
+        ratio = self.validation_ratio if self.validation_ratio is not None else self.val_split
+        return ratio, self.random_seed if self.random_seed is not None else run_seed
 
 
 class FsdpConfig(Section):
@@ -122,7 +134,7 @@ class TrainingConfig(Section):
     distributed_timeout_minutes: float = Field(30, gt=0, description="Under torchrun/srun: how long a collective (a step's all-reduce, a checkpoint save) waits for a process that stopped answering before the run fails with a clear error; the previous checkpoint stays intact.")
     compile: bool | Literal["auto"] = Field("auto", description="torch.compile the training step: true, false, or auto (compile fixed-shape pretraining and post-training runs of 1000+ steps on CPU with a C++ compiler, or CUDA). A compile error falls back to eager with a warning.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
-    best_metric: Literal["new", "original"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping.")
+    best_metric: Literal["new", "original", "exact_match"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping; exact_match: the greedy captions' exact-match rate instead of the loss (vision).")
     freeze: list[str] = Field(default_factory=list, description="Freeze parameters whose names match these patterns (fnmatch, e.g. model.layers.[0-3].*).")
     freeze_first_blocks: int = Field(0, ge=0, description="Freeze the embeddings and the first N decoder blocks.")
     train_only_head: bool = Field(False, description="Train only the output head (lm_head) and final norm.")
@@ -182,13 +194,15 @@ with warnings.catch_warnings():
     class CheckpointConfig(Section):
         """Which checkpoint a stage starts from (post-train, SFT, DPO), and what state it keeps."""
 
-        source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name}, {seed}, {stage} and {section.key} placeholders are filled from this config.")
+        source_path: str | None = Field(None, description="Checkpoint or run dir to start from; {run_name}, {seed}, {stage}, {preset}, {backbone}, {run_id} and {section.key} placeholders are filled from this config (and the previous-run cache).")
         select: Literal["best", "final", "latest"] = Field("best", description="For a run dir: which of its checkpoints to use.")
         validate: bool = Field(True, description="Check the source checkpoint's files, config and tokenizer fingerprint before starting.")
         cache_file: Path | None = Field(None, description="Previous-run cache (JSON) every training run writes; default $TEMPERING_CACHE_DIR or ~/.cache/tempering, file last_run.json.")
         reset_optimizer: bool = Field(False, description="Post-training: start with empty optimizer state instead of the source's.")
         reset_scheduler: bool = Field(False, description="Post-training: restart the learning-rate schedule (warmup included) instead of continuing the source's.")
         reset_step: bool = Field(False, description="Post-training: count steps from 0 instead of continuing the source's step counter.")
+        backbone: str | None = Field(None, description="Name of the backbone a run continues; fills {backbone} (default: in source_path the previous run's, elsewhere the source checkpoint's preset or model type).")
+        run_id: str | None = Field(None, description="Id of the run a run continues; fills {run_id} (default: in source_path the previous run's from the cache file, elsewhere the source checkpoint's).")
         expert_checkpoint_dir: Path | None = Field(None, description="Sequential expert runs: the directory of expert_<I>.safetensors and shared.safetensors a run starts from and saves into (with training.active_expert).")
 
 
@@ -212,6 +226,22 @@ class DpoConfig(Section):
     precompute_ref: bool = Field(False, description="Compute reference log-probs in one pass and free the reference model.")
 
 
+class MlmConfig(Section):
+    """Masked-LM pretraining of an encoder (`--objective mlm`)."""
+
+    mask_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Fraction of tokens selected for prediction; of those 80% become the mask token, 10% a random token, 10% stay.")
+    whole_word_masking: bool = Field(False, description="Select whole words (all their word pieces) instead of single tokens.")
+
+
+class NerConfig(Section):
+    """Token classification (`--task ner`): data, label alignment and label maps."""
+
+    labels: list[str] = Field(default_factory=list, description="Label names by id: for data whose tags are ids, and to fix the label set (other tags are bad rows).")
+    label_all_tokens: bool = Field(False, description="Put the word's label on every word piece (B- becomes I- after the first), not only on the first.")
+    scheme_errors: Literal["repair", "error"] = Field("repair", description="An I-X that starts an entity (IOB2 violation): turn it into B-X, or refuse the row's file.")
+    label_mapping: Literal["strict", "merge"] = Field("strict", description="Continued training on data whose labels differ from the checkpoint's: refuse (strict) or add the new labels to the head (merge).")
+
+
 class LoraConfig(Section):
     """LoRA: train low-rank adapters instead of the full weights (post-train, sft, dpo)."""
 
@@ -219,6 +249,39 @@ class LoraConfig(Section):
     alpha: float | None = Field(None, gt=0.0, description="LoRA scale: the update is (alpha / r) * B @ A (default 2 * r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
+
+
+class SpeechConfig(Section):
+    """Speech families: the ASR alphabet and SpecAugment masking of training features."""
+
+    alphabet: str = Field("abcdefghijklmnopqrstuvwxyz' ", min_length=1, description="Characters an ASR model spells (its CTC classes besides the blank); transcripts are normalised to them. Ignored when tokenizer.path gives a piece tokenizer.")
+    freq_masks: int = Field(2, ge=0, description="SpecAugment: mel-bin bands masked per training utterance (0 disables).")
+    freq_mask_bins: int = Field(15, ge=0, description="SpecAugment: widest masked band, in mel bins.")
+    time_masks: int = Field(2, ge=0, description="SpecAugment: runs of frames masked per training utterance (0 disables).")
+    time_mask_frames: int = Field(40, ge=0, description="SpecAugment: longest masked run, in 10 ms frames (all runs together at most 20% of the utterance).")
+    asr_checkpoint: str | None = Field(None, description="Talker: the ASR (audio_encoder) checkpoint whose CTC alignments give each character's duration and whose CER on the synthesised validation sentences is the intelligibility (flag --asr-checkpoint).")
+
+
+def percentile_band(spec: str) -> tuple[float, float]:
+    """`LOW:HIGH` percentiles (0 <= LOW < HIGH <= 100) as a pair; ValueError says what is wrong."""
+    low, sep, high = spec.partition(":")
+    try:
+        band = (float(low), float(high)) if sep else None
+    except ValueError:
+        band = None
+    if band is None or not 0 <= band[0] < band[1] <= 100:
+        raise ValueError(f"prep.ppl_keep {spec!r} is not a percentile band LOW:HIGH with 0 <= LOW < HIGH <= 100 "
+                         "(e.g. 0:70)")
+    return band
+
+
+class VisionConfig(Section):
+    """Image captioning with a vision preset or checkpoint (the vision family)."""
+
+    lm: str | None = Field(None, description="Decoder checkpoint or run dir whose language model writes the captions (flag --lm); a vision pretrain run needs it, and every vision checkpoint embeds a copy.")
+    prompt: str = Field("", description="Text after the image positions and before the caption, never scored (generate --prompt replaces it).")
+    train_lm: bool = Field(False, description="Also train the language model; by default it is frozen and the encoder and projector train.")
+    augment: bool = Field(True, description="Training images get a random shift of up to 1/16 of their side and a ±10% brightness and contrast change, seeded per epoch and image.")
 
 
 class PrepConfig(Section):
@@ -233,6 +296,53 @@ class PrepConfig(Section):
     dedup: bool = Field(True, description="Drop exact-duplicate documents (by content hash).")
     shard_tokens: int = Field(100_000_000, gt=0, description="Tokens per shard file before a new one starts.")
     batch_size: int = Field(1000, gt=0, description="Documents per tokenizer batch.")
+    workers: int = Field(1, ge=1, le=256, description="Processes that compute quality rules and MinHash signatures (the output is the same for any number).")
+    chunk_size: int | None = Field(None, gt=0, description="Cut documents longer than this (chunk_unit) at paragraph, line, sentence, then word boundaries; off when unset.")
+    chunk_unit: Literal["chars", "tokens"] = Field("chars", description="Unit of chunk_size: characters, or tokens of the prep tokenizer.")
+    near_dedup: bool = Field(False, description="Remove near-duplicates: MinHash of word 5-gram shingles, LSH, clusters keep their first document.")
+    minhash_perm: int = Field(112, ge=2, le=1024, description="MinHash permutations per document (signature length).")
+    near_dedup_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity above which two documents are near-duplicates; sets bands x rows unless given.")
+    near_dedup_bands: int | None = Field(None, gt=0, description="LSH bands (give with near_dedup_rows; bands x rows <= minhash_perm); default: derived from the threshold.")
+    near_dedup_rows: int | None = Field(None, gt=0, description="MinHash values per LSH band (give with near_dedup_bands).")
+    verify_jaccard: bool = Field(False, description="Keep only candidate pairs whose exact shingle Jaccard reaches near_dedup_threshold.")
+    ppl_model: str | None = Field(None, description="Checkpoint (dir or run dir) whose perplexity scores each document; enables the perplexity filter.")
+    ppl_keep: str | None = Field(None, description="Keep documents whose perplexity rank is within this percentile band LOW:HIGH (e.g. 0:70).")
+    ppl_max: float | None = Field(None, gt=0.0, description="Keep documents whose perplexity is at most this.")
+    ppl_max_tokens: int = Field(512, gt=0, le=1_000_000, description="Score only the first N tokens of each document.")
+    ppl_batch_size: int = Field(16, gt=0, le=4096, description="Documents per scoring batch.")
+    ppl_report_only: bool = Field(False, description="Score and report perplexities without removing any document.")
+    quality_filter: bool = Field(False, description="Apply the Gopher/C4-style quality rules below.")
+    quality_min_words: int = Field(50, ge=0, description="Quality rule: remove documents with fewer words.")
+    quality_max_words: int = Field(100_000, gt=0, description="Quality rule: remove documents with more words.")
+    quality_min_mean_word_length: float = Field(3.0, ge=0.0, description="Quality rule: remove documents whose mean word length is below this.")
+    quality_max_mean_word_length: float = Field(10.0, gt=0.0, description="Quality rule: remove documents whose mean word length is above this.")
+    quality_max_symbol_ratio: float = Field(0.1, ge=0.0, description="Quality rule: most '#' and ellipses per word.")
+    quality_max_non_alpha_words: float = Field(0.2, ge=0.0, le=1.0, description="Quality rule: largest fraction of words with no letter.")
+    quality_max_ellipsis_lines: float = Field(0.3, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines ending in an ellipsis.")
+    quality_max_bullet_lines: float = Field(0.9, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines starting with a bullet.")
+    quality_max_duplicate_lines: float = Field(0.3, ge=0.0, le=1.0, description="Quality rule: largest fraction of lines repeating an earlier line.")
+    quality_max_duplicate_ngrams: float = Field(0.15, ge=0.0, le=1.0, description="Quality rule: largest fraction of characters in repeated word 5-grams.")
+    dataset_limit: str | None = Field(None, description="Per-source caps after filtering: NAME=N[docs|tokens],... (a source: a file given by name, by its stem; an input dir, or its first-level folders).")
+    max_source_fraction: float | None = Field(None, gt=0.0, le=1.0, description="Cap every source at this fraction of the total tokens, after filtering and dataset_limit.")
+
+    @model_validator(mode="after")
+    def _stage_settings_agree(self) -> PrepConfig:
+        if (self.near_dedup_bands is None) != (self.near_dedup_rows is None):
+            raise ValueError("give prep.near_dedup_bands and prep.near_dedup_rows together (or neither)")
+        if self.near_dedup_bands is not None and self.near_dedup_bands * self.near_dedup_rows > self.minhash_perm:
+            raise ValueError(f"prep.near_dedup_bands x prep.near_dedup_rows = {self.near_dedup_bands * self.near_dedup_rows} "
+                             f"exceeds prep.minhash_perm = {self.minhash_perm}")
+        if self.ppl_keep is not None:
+            percentile_band(self.ppl_keep)
+        if self.ppl_model is None and (self.ppl_keep or self.ppl_max or self.ppl_report_only):
+            raise ValueError("prep.ppl_keep, prep.ppl_max and prep.ppl_report_only need prep.ppl_model (--ppl-model CHECKPOINT)")
+        if self.ppl_keep is not None and self.ppl_max is not None:
+            raise ValueError("give prep.ppl_keep or prep.ppl_max, not both")
+        if self.quality_min_words > self.quality_max_words:
+            raise ValueError("prep.quality_min_words exceeds prep.quality_max_words")
+        if self.quality_min_mean_word_length > self.quality_max_mean_word_length:
+            raise ValueError("prep.quality_min_mean_word_length exceeds prep.quality_max_mean_word_length")
+        return self
 
 
 class PathsConfig(Section):
@@ -291,6 +401,9 @@ class DebugConfig(Section):
     kill_rank: int = Field(0, ge=0, description="Which rank debug.kill_at_step kills (0 without a launcher).")
 
 
+TASK_ALIASES = {"ner": "token_classification", "mlm": "masked_lm", "clm": "causal_lm"}
+
+
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
@@ -298,7 +411,7 @@ class TrackingConfig(Section):
     """Where training records go besides metrics.jsonl: TensorBoard, MLflow, W&B; system telemetry."""
 
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "all", "none"]] = Field(default_factory=list, description="Trackers that receive every metrics.jsonl record: any of tensorboard, mlflow, wandb (comma-separated or a list); all = those installed; none. A listed tracker whose package is missing stops the run at start.")
-    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<source model>).")
+    experiment: str | None = Field(None, description="MLflow experiment name (default <run.name>-<stage>; post-training: <experiment or run.name>-continued-<backbone>, the backbone being checkpoint.backbone, else the encoder a token-classification run records, else the source run's name).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking server or store URI (default: sqlite:///<run dir's parent>/mlflow.db).")
     wandb_project: str = Field("tempering", description="W&B project.")
     wandb_name: str | None = Field(None, description="W&B run name (default: run.name; post-training: <model>_continued_<run_id>, as in MLflow).")
@@ -323,6 +436,7 @@ class Config(Section):
     """The whole run: one YAML file, validated at load."""
 
     stage: Literal["pretrain", "post_train", "sft", "dpo", "prep"] = Field("pretrain", description="Which stage this config is for (set by the command).")
+    task: Literal["auto", "causal_lm", "masked_lm", "token_classification"] = Field("auto", description="What pretrain/post-train train: causal_lm (decoders), masked_lm (--objective mlm), token_classification (--task ner); auto is the model family's own (causal_lm, masked_lm for encoders) or the checkpoint's head.")
     run: RunConfig = Field(default_factory=RunConfig, description="Run name, directory and seed.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer.")
@@ -331,6 +445,8 @@ class Config(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Starting checkpoint.")
     sft: SftConfig = Field(default_factory=SftConfig, description="SFT options.")
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO options.")
+    mlm: MlmConfig = Field(default_factory=MlmConfig, description="Masked-LM options.")
+    ner: NerConfig = Field(default_factory=NerConfig, description="Token-classification options.")
     prep: PrepConfig = Field(default_factory=PrepConfig, description="Data preparation options.")
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
@@ -339,3 +455,16 @@ class Config(Section):
     checkpointing: CheckpointingConfig = Field(default_factory=CheckpointingConfig, description="Inference checkpoints.")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig, description="SLURM submission (temper submit).")
     offline: bool = Field(False, description="No network: set the offline switches of Hugging Face (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE) and W&B (WANDB_MODE=offline), for compute nodes without internet.")
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="Image captioning (vision family).")
+    speech: SpeechConfig = Field(default_factory=SpeechConfig, description="Speech recognition and synthesis options.")
+
+    def validation_split(self) -> tuple[float, int]:
+        """(fraction, seed) of the split this run holds out of its training data: post-training's val:new rule."""
+        if self.stage == "post_train":
+            return self.data.new_validation_split(self.run.seed)
+        return self.data.val_split, self.run.seed
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_alias(cls, value):
+        return TASK_ALIASES.get(value, value) if isinstance(value, str) else value

@@ -117,9 +117,15 @@ def check_tokenizer(source: TokenSource, dataset: DatasetConfig, tokenizer, voca
                         f"has {vocab_size} entries; set model.vocab_size to at least {source.max_token_id + 1}")
 
 
-def build_lm_data(config: Config, tokenizer, vocab_size: int) -> LmData:
-    """Training batches and validation windows for causal language modelling."""
+def build_lm_data(config: Config, tokenizer, vocab_size: int, *,
+                  val_split: tuple[float, int] | None = None) -> LmData:
+    """Training batches and validation windows for causal language modelling.
+
+    `val_split` (fraction, seed) replaces data.val_split and run.seed for the held-out split
+    (post-training's val:new); the training order still follows run.seed.
+    """
     data, seq_len = config.data, config.data.seq_len
+    split_fraction, split_seed = val_split if val_split is not None else (data.val_split, config.run.seed)
     if not data.datasets:
         raise UserError("no training data: give --data PATH (shard dirs from `temper prep`, or raw text files)")
     train_sources, val_sources = [], []
@@ -141,10 +147,10 @@ def build_lm_data(config: Config, tokenizer, vocab_size: int) -> LmData:
             check_tokenizer(source, dataset, tokenizer, vocab_size)
             val_packed.append(_pack_all(source, seq_len))
     for index, source in enumerate(train_sources):
-        if data.val_data or val_sources or data.val_split == 0:
+        if data.val_data or val_sources or split_fraction == 0:
             train_packed.append(_pack_all(source, seq_len))
             continue
-        keep_train, keep_val = split_documents(source.document_ends, data.val_split, config.run.seed + index)
+        keep_train, keep_val = split_documents(source.document_ends, split_fraction, split_seed + index)
         train_packed.append(PackedSequences(spans_of_documents(source.read, source.document_ends, keep_train), seq_len))
         val_packed.append(PackedSequences(spans_of_documents(source.read, source.document_ends, keep_val), seq_len))
     val_packed += [_pack_all(source, seq_len) for source in val_sources]

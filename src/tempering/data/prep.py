@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +23,9 @@ from rich.markup import escape
 from tokenizers import Encoding, Tokenizer
 
 from tempering.config.schema import PrepConfig
-from tempering.data.cleaning import DocumentCleaner
+from tempering.data.filtering import FilterResult, needs_filtering, run_filters
+from tempering.data.limits import SourceLimit, parse_dataset_limits, source_name
+from tempering.data.ppl_filter import Scorer
 from tempering.data.shards import (
     MANIFEST_FILE,
     SPLITS,
@@ -30,24 +33,33 @@ from tempering.data.shards import (
     TokenShardsBuilder,
     read_manifest,
 )
-from tempering.data.sources import SourceStats, discover_files, iter_documents
+from tempering.data.sources import SourceStats, discover_files
+from tempering.data.stage_report import print_stage_report
+from tempering.data.units import CorpusUnits, Unit
 from tempering.errors import UserError
 from tempering.tokenizer import TokenizerBundle, load_tokenizer
-from tempering.tokenizer.bounded import MAX_PIECE_CHARS, split_long_text
+from tempering.tokenizer.bounded import MAX_PIECE_CHARS, encode_bounded, split_long_text
 from tempering.tracking.console import console, print_table, progress_bar
 
 # A batch also ends at this many characters, which bounds memory when documents are whole files.
 MAX_BATCH_CHARS = 8_000_000
 FIRST_BATCH_DOCUMENTS = 32
 # Options that change speed, never the bytes written; a change to them alone is no reason to rebuild.
-SPEED_ONLY_OPTIONS = frozenset({"batch_size"})
+SPEED_ONLY_OPTIONS = frozenset({"batch_size", "workers"})
+# Per-document perplexities, written beside the shards when a perplexity model scores them.
+PPL_SCORES_FILE = "ppl_scores.jsonl"
 
 # Texts (whole documents, or pieces of a very long one), whether each goes to val, whether each ends its document.
 Batch = tuple[list[str], list[bool], list[bool]]
 
 
-def run_prep(inputs: list[str] | None, tokenizer_dir: str | Path, output: str | Path, options: PrepConfig) -> dict:
-    """Turn input files into train/val token shards in `output`; print and return a summary."""
+def run_prep(inputs: list[str] | None, tokenizer_dir: str | Path, output: str | Path, options: PrepConfig,
+             scorer: Scorer | None = None) -> dict:
+    """Turn input files into train/val token shards in `output`; print and return a summary.
+
+    `scorer` (texts → perplexities, with a `digest` naming the model) is required when
+    `options.ppl_model` is set; the CLI builds it from the checkpoint.
+    """
     started = time.perf_counter()
     output = Path(output)
     bundle = load_tokenizer(tokenizer_dir)
@@ -55,17 +67,27 @@ def run_prep(inputs: list[str] | None, tokenizer_dir: str | Path, output: str | 
     files = [file for file in discover_files(list(inputs or [])) if not file.is_relative_to(output.absolute())]
     if not files:
         raise UserError(f"no input files outside --output {output}; pass --input PATH")
+    if options.ppl_model and scorer is None:
+        raise ValueError("prep.ppl_model is set but no scorer was given")
+    names = [source_name(file, list(inputs or [])) for file in files]
+    source_names = sorted(set(names))
+    limits = {source_names.index(name): limit
+              for name, limit in parse_dataset_limits(options.dataset_limit, source_names).items()}
     sources = [_describe_source(file) for file in files]
     recorded_options = {key: value for key, value in options.model_dump(mode="json").items()
                         if key not in SPEED_ONLY_OPTIONS}
+    if scorer is not None:
+        recorded_options["ppl_model_sha256"] = getattr(scorer, "digest", None)
     if existing is not None and _same_build(existing, sources, recorded_options) and _shards_intact(output):
         console.print(f"{escape(str(output))} is up to date (same tokenizer, inputs and options); nothing to do")
         return _summarise(existing, output, wall_time_s=time.perf_counter() - started, up_to_date=True)
     if existing is not None:
         _check_only_shards(output)
     with _removing_new_parents(output):
-        manifest = _build(files, sources, bundle, output, options, recorded_options)
+        layout = _SourceLayout(names, source_names, limits)
+        manifest, pass_seconds = _build(files, sources, layout, bundle, output, options, recorded_options, scorer)
     summary = _summarise(manifest, output, wall_time_s=time.perf_counter() - started, up_to_date=False)
+    summary["pass_seconds"] = {name: round(value, 2) for name, value in pass_seconds.items()}
     _print_summary(summary)
     _warn_about_val_split(summary, options)
     return summary
@@ -97,7 +119,8 @@ def _existing_manifest(output: Path, fingerprint: str) -> dict | None:
 
 def _check_only_shards(output: Path) -> None:
     # A rebuild replaces the whole directory: it must hold nothing prep did not write.
-    foreign = sorted(entry.name for entry in output.iterdir() if entry.name not in (MANIFEST_FILE, *SPLITS))
+    foreign = sorted(entry.name for entry in output.iterdir()
+                     if entry.name not in (MANIFEST_FILE, PPL_SCORES_FILE, *SPLITS))
     if foreign:
         raise UserError(f"{output / foreign[0]} was not written by `temper prep`, and rebuilding replaces "
                         f"{output}; move it away or choose another --output")
@@ -139,44 +162,93 @@ def _same_build(manifest: dict, sources: list[dict], options: dict) -> bool:
             and "binary_skipped_files" in manifest.get("cleaning", {}))
 
 
-def _build(files: list[Path], sources: list[dict], bundle: TokenizerBundle, output: Path,
-           options: PrepConfig, recorded_options: dict) -> dict:
+class _SourceLayout:
+    """Which source each input file belongs to, the sources' names (sorted) and their limits."""
+
+    def __init__(self, file_names: list[str], names: list[str], limits: dict[int, SourceLimit]):
+        self.names, self.limits = names, limits
+        self.file_sources = [names.index(name) for name in file_names]
+
+
+def _build(files: list[Path], sources: list[dict], layout: _SourceLayout, bundle: TokenizerBundle, output: Path,
+           options: PrepConfig, recorded_options: dict, scorer: Scorer | None) -> tuple[dict, dict[str, float]]:
     tokenizer = raw_text_tokenizer(bundle.tokenizer)
-    source_stats = SourceStats()
-    cleaner = DocumentCleaner(dedup=options.dedup)
+    units = CorpusUnits(files, layout.file_sources, layout.names, options, token_sizes=_token_sizes(tokenizer))
     total_bytes = sum(source["num_bytes"] for source in sources)
-    with progress_bar("prep", total=total_bytes) as advance, \
+    filtered = None
+    if needs_filtering(options):
+        filtered = run_filters(units, options, limits=layout.limits, scorer=scorer,
+                               count_tokens=lambda texts: [len(ids) + 1 for ids in encode_bounded(tokenizer, texts)[0]],
+                               progress=lambda label: progress_bar(label, total=total_bytes))
+    write_started = time.perf_counter()
+    with progress_bar("prep: write" if filtered else "prep", total=total_bytes) as advance, \
             TokenShardsBuilder(output, vocab_size=bundle.vocab_size, eos_id=bundle.eos_id,
                                shard_tokens=options.shard_tokens) as builder:
         num_cut = [0]
-        batches = _document_batches(iter_documents(files, options, source_stats, advance), cleaner, options, num_cut)
-        _tokenize_and_write(batches, tokenizer, builder, bundle.eos_id)
+        stream = units.iterate(None if filtered is None else filtered.keep, on_bytes=advance)
+        _tokenize_and_write(_document_batches(stream, options, num_cut), tokenizer, builder, bundle.eos_id)
         num_cut = num_cut[0]
         if num_cut:
             console.print(f"[yellow]warning:[/] {num_cut:,} document(s) longer than {MAX_PIECE_CHARS:,} characters "
                           "were tokenized in pieces (cut at whitespace where possible) to bound memory")
-        if cleaner.stats.num_kept == 0:
+        source_stats, cleaning = units.source_stats, units.cleaning
+        num_written = sum(writer.num_documents for writer in builder.writers.values())
+        if num_written == 0:
             raise UserError(f"no documents to write: read {source_stats.num_documents:,} from {len(files):,} "
-                            f"file(s), {_describe_removed(cleaner, source_stats)}")
-        return builder.commit(
+                            f"file(s), {_describe_removed(cleaning.removed(), source_stats, filtered)}")
+        stages = _stage_reports(units, filtered)
+        if filtered is not None and filtered.scores is not None:
+            _write_scores(builder.path(PPL_SCORES_FILE), filtered, layout.names)
+        manifest = builder.commit(
             tokenizer={"fingerprint": bundle.fingerprint, "path": str(Path(bundle.path).absolute()),
                        "vocab_size": bundle.vocab_size, "eos_id": bundle.eos_id},
             seq_len=options.seq_len,
             sources=sources,
             cleaning={
                 "num_files": source_stats.num_files,
-                "num_documents_read": cleaner.stats.num_documents,
-                "num_documents_kept": cleaner.stats.num_kept,
-                "num_text_bytes": cleaner.stats.num_text_bytes,
-                "removed": cleaner.stats.removed(),
+                "num_documents_read": cleaning.num_documents,
+                "num_documents_kept": cleaning.num_kept,
+                "num_text_bytes": cleaning.num_text_bytes,
+                "removed": cleaning.removed(),
                 "malformed_lines": source_stats.malformed_lines,
                 "invalid_utf8_replaced_bytes": source_stats.replaced_bytes,
                 "invalid_utf8_skipped_files": source_stats.skipped_files,
                 "binary_skipped_files": source_stats.binary_skipped_files,
                 "documents_encoded_in_pieces": num_cut,
+                "source_of_file": {str(file): layout.names[index]
+                                   for file, index in zip(files, layout.file_sources, strict=True)},
+                "stages": stages,
             },
             options=recorded_options,
         )
+    # Wall time per pass: reported, never recorded (the manifest is a function of the inputs and options).
+    seconds = dict(filtered.seconds) if filtered is not None else {}
+    seconds["write"] = time.perf_counter() - write_started
+    return manifest, seconds
+
+
+def _token_sizes(tokenizer: Tokenizer):
+    """Texts → their token counts under the shard tokenizer (chunking by tokens)."""
+    return lambda texts: [len(encoding.ids) for encoding in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def _stage_reports(units: CorpusUnits, filtered: FilterResult | None) -> dict:
+    """Each enabled stage's settings and per-source counts, in pipeline order."""
+    stages = {}
+    if units.chunking is not None:
+        stages["chunking"] = {"settings": {"chunk_size": units.options.chunk_size, "chunk_unit": units.options.chunk_unit},
+                              "sources": units.chunking.by_source(removed=False)}
+    if filtered is not None:
+        stages.update(filtered.stages)
+    return stages
+
+
+def _write_scores(path: Path, filtered: FilterResult, names: list[str]) -> None:
+    """One JSON line per scored document: its unit number, source, perplexity, and whether it was kept."""
+    with open(path, "w", encoding="utf-8") as file:
+        for index, score in zip(filtered.scored.tolist(), filtered.scores.tolist(), strict=True):
+            file.write(json.dumps({"document": index, "source": names[filtered.sources[index]],
+                                   "ppl": round(score, 4), "kept": bool(filtered.keep[index])}) + "\n")
 
 
 def raw_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
@@ -188,16 +260,17 @@ def raw_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     return tokenizer
 
 
-def _describe_removed(cleaner: DocumentCleaner, stats: SourceStats) -> str:
-    removed = cleaner.stats.removed()
-    return (f"{removed['empty']:,} empty, {removed['duplicate']:,} duplicate, {stats.num_malformed_lines:,} "
+def _describe_removed(removed: dict[str, int], stats: SourceStats, filtered: FilterResult | None) -> str:
+    stages = "" if filtered is None else "".join(
+        f", {sum(c['documents_removed'] for c in report['sources'].values()):,} removed by {stage}"
+        for stage, report in filtered.stages.items())
+    return (f"{removed['empty']:,} empty, {removed['duplicate']:,} duplicate{stages}, {stats.num_malformed_lines:,} "
             f"malformed lines, {len(stats.skipped_files):,} file(s) skipped for invalid UTF-8, "
             f"{len(stats.binary_skipped_files):,} file(s) skipped as binary")
 
 
-def _document_batches(documents: Iterator[str], cleaner: DocumentCleaner, options: PrepConfig,
-                      num_cut: list[int]) -> Iterator[Batch]:
-    """Clean documents and group them into tokenizer batches, marking which go to val.
+def _document_batches(units: Iterator[Unit], options: PrepConfig, num_cut: list[int]) -> Iterator[Batch]:
+    """Group units into tokenizer batches, marking which go to val.
 
     A document longer than MAX_PIECE_CHARS goes to the tokenizer in pieces (tokenizer/bounded.py),
     which may fall into consecutive batches: memory stays bounded by the batch, whatever one
@@ -211,12 +284,9 @@ def _document_batches(documents: Iterator[str], cleaner: DocumentCleaner, option
     num_chars = 0
     # Batches start small and double, so the tokenizer starts at once instead of waiting for a full batch.
     max_documents = min(FIRST_BATCH_DOCUMENTS, options.batch_size)
-    for text in documents:
-        cleaned = cleaner.clean(text)
-        if cleaned is None:
-            continue
-        val = int.from_bytes(cleaned[1][:8], "big") < val_below
-        pieces = split_long_text(cleaned[0])
+    for unit in units:
+        val = int.from_bytes(unit.digest[:8], "big") < val_below
+        pieces = split_long_text(unit.text)
         num_cut[0] += len(pieces) > 1
         for index, piece in enumerate(pieces):
             texts.append(piece)
@@ -286,6 +356,7 @@ def _summarise(manifest: dict, output: Path, *, wall_time_s: float, up_to_date: 
         "binary_skipped_files": len(cleaning["binary_skipped_files"]),
         **{split: {"documents": splits[split]["num_documents"], "tokens": splits[split]["num_tokens"],
                    "shards": len(splits[split]["shards"])} for split in SPLITS},
+        "stages": cleaning.get("stages", {}),
         "input_mb": input_mb,
         "wall_time_s": wall_time_s,
         "mb_per_s": input_mb / wall_time_s if wall_time_s > 0 else 0.0,
@@ -309,7 +380,10 @@ def _print_summary(summary: dict) -> None:
         ["throughput MB/s", f"{summary['mb_per_s']:,.2f}"],
         ["wall time s", f"{summary['wall_time_s']:,.2f}"],
     ]
+    if len(summary.get("pass_seconds", {})) > 1:
+        rows.append(["  per pass s", ", ".join(f"{name} {value:,.1f}" for name, value in summary["pass_seconds"].items())])
     print_table(f"temper prep → {summary['output']}", ["", "value"], rows)
+    print_stage_report(summary["stages"])
 
 
 def _warn_about_val_split(summary: dict, options: PrepConfig) -> None:

@@ -122,6 +122,10 @@ class TokenShardsBuilder:
         if self._build_dir.exists():  # not committed: leave `output` as it was
             shutil.rmtree(self._build_dir, ignore_errors=True)
 
+    def path(self, name: str) -> Path:
+        """Where a file beside the shards (such as per-document scores) goes in the directory being built."""
+        return self._build_dir / name
+
     def commit(self, *, tokenizer: dict, seq_len: int | None, sources: list[dict], cleaning: dict,
                options: dict) -> dict:
         """Write manifest.json, replace `output` with the finished directory; return the manifest."""

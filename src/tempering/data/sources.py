@@ -13,6 +13,7 @@ and the file fails once more than `max_bad_line_fraction` of its rows are malfor
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import glob
 import gzip
@@ -164,7 +165,22 @@ def _ignore_bytes(num_bytes: int) -> None:
 
 
 def _warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)  # one line, however long
+    if not _silenced[0]:
+        console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)  # one line, however long
+
+
+# Set while `temper prep` reads its inputs again (a later pass): they warned on the first read.
+_silenced = [False]
+
+
+@contextlib.contextmanager
+def warnings_silenced() -> Iterator[None]:
+    """Read inputs again without repeating their warnings (binary, invalid UTF-8, malformed rows)."""
+    before, _silenced[0] = _silenced[0], True
+    try:
+        yield
+    finally:
+        _silenced[0] = before
 
 
 def _skip_whole_file(path: Path, kind: str, options: PrepConfig, stats: SourceStats) -> bool:
@@ -285,7 +301,7 @@ def _read_text(path: Path, options: PrepConfig, stats: SourceStats, on_bytes: By
                 yield block.rstrip("\r\n")
 
 
-class _MalformedRows:
+class MalformedRows:
     """Count, report and bound the malformed rows of one file."""
 
     def __init__(self, path: Path, options: PrepConfig, stats: SourceStats):
@@ -331,7 +347,7 @@ def _read_jsonl(path: Path, options: PrepConfig, stats: SourceStats, on_bytes: B
     if first.lstrip().startswith("[") and not path.name.lower().removesuffix(".gz").endswith(".jsonl"):
         yield from _read_json_array(path, first + "".join(chunks), options, stats)
         return
-    malformed = _MalformedRows(path, options, stats)
+    malformed = MalformedRows(path, options, stats)
     for line_number, line in enumerate(_lines(_prepend(first, chunks)), 1):
         if not line or line.isspace():
             continue
@@ -362,7 +378,7 @@ def _read_json_array(path: Path, text: str, options: PrepConfig, stats: SourceSt
     except (ValueError, RecursionError) as error:
         line = getattr(error, "lineno", "?")
         raise UserError(f"{path}:{line}: invalid JSON ({getattr(error, 'msg', error)})") from error
-    malformed = _MalformedRows(path, options, stats)
+    malformed = MalformedRows(path, options, stats)
     for index, row in enumerate(rows, 1):
         malformed.num_rows += 1
         text = _text_of_row(row, options.text_field)
@@ -385,7 +401,7 @@ def _read_csv(path: Path, options: PrepConfig, stats: SourceStats, on_bytes: Byt
         raise UserError(f"{path}: no column {options.text_field!r} (columns: {', '.join(header)}); "
                         f"set prep.text_field")
     column = header.index(options.text_field)
-    malformed = _MalformedRows(path, options, stats)
+    malformed = MalformedRows(path, options, stats)
     while True:
         try:
             row = next(reader)

@@ -45,6 +45,10 @@ def evaluate_checkpoint(checkpoint: str, datasets: list[DatasetConfig], *, split
                         device: str = "auto") -> dict:
     """Loss/perplexity per dataset; shard dirs use their val split under split=auto when they have one."""
     loaded = load_model(checkpoint, device=pick_device(device))
+    if "causal_lm" not in loaded.family.tasks:
+        raise UserError(f"{loaded.checkpoint.path} holds an {loaded.family.name} model: `temper eval` measures "
+                        "next-token perplexity; an encoder's validation (loss, entity F1) is in its run's "
+                        "metrics.jsonl")
     model, tokenizer = loaded.model, loaded.tokenizer
     context = loaded.family.context_length(loaded.arch)
     seq_len = seq_len or loaded.checkpoint.meta.get("seq_len") or 256

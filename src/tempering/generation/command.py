@@ -19,6 +19,9 @@ def run_generate(checkpoint: str, *, prompt: str | None, chat: str | None, syste
     if (prompt is None) == (chat is None):
         raise UserError("give exactly one of --prompt TEXT (continue text) or --chat MESSAGE (a chat turn)")
     loaded = load_model(checkpoint, device=pick_device(device))
+    if "causal_lm" not in loaded.family.tasks:
+        raise UserError(f"{loaded.checkpoint.path} holds an {loaded.family.name} model, which does not generate "
+                        "text (a NER checkpoint tags: `temper tag`)")
     tokenizer = loaded.tokenizer
     # Every end token the checkpoint's generation_config.json lists (EOS, a chat model's end of turn).
     eos = loaded.checkpoint.generation_config.get("eos_token_id")

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from tempering.errors import UserError
+
 
 @dataclass(frozen=True)
 class SpecialTokenIds:
@@ -54,6 +56,7 @@ class ModelFamily:
     hf_model_types: ClassVar[tuple[str, ...]]  # config.json model_type values this family reads
     layout: ClassVar[ParameterLayout]
     presets: ClassVar[dict[str, Any]]  # preset name -> architecture
+    tasks: ClassVar[tuple[str, ...]] = ("causal_lm",)  # what pretrain/post-train can train it for; first = default
 
     def model_type(self, arch: Any) -> str:
         """The `model_type` a checkpoint of `arch` carries in config.json and meta.json."""
@@ -102,6 +105,22 @@ class ModelFamily:
     def context_length(self, arch: Any) -> int | None:
         """The longest sequence the model accepts (None where it has no fixed limit)."""
         return getattr(arch, "max_seq_len", None)
+
+    def default_task(self, arch: Any) -> str:
+        """The task a run trains when the config says `task: auto` (a checkpoint's head may decide)."""
+        return self.tasks[0]
+
+    def import_weights(self, config: dict, weights: dict) -> dict:
+        """A Hugging Face directory's tensors in this family's names (`temper import`; most need no renaming)."""
+        return weights
+
+    def with_task_head(self, arch: Any, head: str, labels: tuple[str, ...] = ()) -> Any:
+        """`arch` with another task head (token classification with `labels`, masked LM); UserError if it has none."""
+        raise UserError(f"the {self.name} family has no {head} head (use an encoder checkpoint or preset)")
+
+    def adapt(self, model, arch: Any, *, dropout: float = 0.0):
+        """A model of `arch` (another head, more labels) carrying over what `model` learned."""
+        raise NotImplementedError(f"the {self.name} family cannot change its architecture in place")
 
     def resize_vocabulary(self, model, vocab_size: int, *, dropout: float = 0.0):
         """A copy of `model` with `vocab_size` token rows; new rows start at the mean of the old ones."""

@@ -99,19 +99,20 @@ def load_tokenizer(path: str | Path) -> TokenizerBundle:
     except Exception as error:  # tokenizers raises a bare Exception for every parse failure
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{file} is not a valid tokenizer.json ({reason}); re-train or re-export it") from error
-    config = _read_special_token_config(file.parent)
+    config = read_special_token_config(file.parent)
     return TokenizerBundle(
         tokenizer=tokenizer,
         path=path,
         fingerprint=tokenizer_fingerprint(tokenizer),
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-        bos_id=_special_id(tokenizer, BOS, config.get("bos_token"), file),
-        eos_id=_require_eos_id(tokenizer, config.get("eos_token"), file),
+        # An encoder's tokenizer (BERT) names [CLS] and [SEP] where a decoder's names bos and eos.
+        bos_id=_special_id(tokenizer, BOS, config.get("bos_token") or config.get("cls_token"), file),
+        eos_id=_require_eos_id(tokenizer, config.get("eos_token") or config.get("sep_token"), file),
         pad_id=_special_id(tokenizer, PAD, config.get("pad_token"), file),
     )
 
 
-def _read_special_token_config(directory: Path) -> dict:
+def read_special_token_config(directory: Path) -> dict:
     # tokenizer_config.json wins over special_tokens_map.json, as in transformers.
     merged: dict = {}
     for name in (SPECIAL_TOKENS_MAP_FILE, CONFIG_FILE):
@@ -140,7 +141,7 @@ def _require_eos_id(tokenizer: Tokenizer, configured: object, file: Path) -> int
     token_id = _special_id(tokenizer, EOS, configured, file)
     if token_id is None:
         raise UserError(
-            f"{file} has no end-of-sequence token: no {EOS} and no eos_token in {CONFIG_FILE}; "
+            f"{file} has no end-of-sequence token: no {EOS} and no eos_token (or sep_token) in {CONFIG_FILE}; "
             f"add \"eos_token\" to {file.parent / CONFIG_FILE}"
         )
     return token_id

@@ -147,7 +147,8 @@ class RunIdentity:
         tracking, run_name, stage = config.tracking, config.run.name, config.stage
         self.continued = bool(meta.get("post_training"))
         if self.continued:
-            model = source_model_name(meta.get("source_checkpoint") or "model")
+            model = (config.checkpoint.backbone or meta.get("backbone")
+                     or source_model_name(meta.get("source_checkpoint") or "model"))
             self.experiment = f"{tracking.experiment or run_name}-continued-{model}"
             self.run_name = f"{model}_continued_{run_id}"
             self.tags = {"training_type": "continued", "source_checkpoint": str(meta.get("source_checkpoint"))}

@@ -2,8 +2,9 @@
 
 Names (which seed users rely on): the experiment is `tracking.experiment`, else
 `<run.name>-<stage>`; a post-training run goes to `<experiment or run.name>-continued-<model>`
-as run `<model>_continued_<run_id>` with tag `training_type: continued`, where `<model>` names
-the source checkpoint's run. Params are the flattened resolved config, each value cut to
+as run `<model>_continued_<run_id>` with tag `training_type: continued`, where `<model>` is the
+backbone (`checkpoint.backbone`, else the one the run's meta.json records — token classification
+records its encoder's) or else the source checkpoint's run name. Params are the flattened resolved config, each value cut to
 MLflow's length limit. Metrics are queued and written by MLflow's background thread every
 FLUSH_INTERVAL_S. The MLflow run id is persisted in the run dir (see fanout.py), so a
 resumed run appends to the same MLflow run; the metrics it already holds are not sent twice.

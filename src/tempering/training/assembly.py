@@ -184,8 +184,8 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
             model.load_exported_state_dict({**model.export_state_dict(), **source.initial_weights})
     else:
         _, arch, model = build_from_checkpoint(source.checkpoint, dropout=config.model.dropout)
-        if source.arch != arch:  # loss weights this run changes (LOSS_WEIGHT_KEYS); the shapes are the checkpoint's
-            model.arch = arch = source.arch
+        if source.arch != arch:
+            model, arch = _carry_over(family, model, arch, source.arch, dropout=config.model.dropout)
     if vocab_size is not None and vocab_size > family.vocab_size(arch):
         console.print(f"resizing the embeddings from {family.vocab_size(arch)} to {vocab_size} tokens "
                       "(new rows start at the mean embedding)")
@@ -221,6 +221,15 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
 
     return Assembly(family, arch, model, optimizer, objective, frozen, source,
                     update_trainable if unfreezing else None, adapter, parallel, module)
+
+
+def _carry_over(family: ModelFamily, model: nn.Module, arch: Any, wanted: Any, *, dropout: float):
+    """The checkpoint's model as `wanted`: reweighted losses keep it, another head or more labels go through the family."""
+    reweighted = {key: getattr(wanted, key) for key in LOSS_WEIGHT_KEYS if hasattr(arch, key)}
+    if reweighted and arch.with_overrides(**reweighted) == wanted:  # shapes are the checkpoint's
+        model.arch = wanted
+        return model, wanted
+    return family.adapt(model, wanted, dropout=dropout), wanted
 
 
 def _lora_adapter(model: nn.Module, config: Config, source: ModelSource) -> LoraAdapter | None:

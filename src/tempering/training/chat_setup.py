@@ -53,6 +53,9 @@ def load_chat_start(config: Config, cli_checkpoint: str | None) -> ChatStart:
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
     model_source = source_from_checkpoint(source, config.model)
+    if "causal_lm" not in model_source.family.tasks:
+        raise UserError(f"{source.path} holds an {model_source.family.name} model; chat tuning needs a decoder "
+                        "checkpoint")
     tokenizer = load_checkpoint_tokenizer(source, config.tokenizer.path)
     template = get_template(config.sft.template, tokenizer.path)
     missing = [t for t in required_special_tokens(template) if tokenizer.tokenizer.token_to_id(t) is None]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tempering.checkpoint.model_loading import load_model
-from tempering.checkpoint.resolution import record_run
+from tempering.checkpoint.resolution import fill_config_placeholders, record_run, source_names
 from tempering.config.schema import Config, DatasetConfig
 from tempering.data.chat import load_preference_pairs, render_preference_pair
 from tempering.errors import UserError
@@ -63,6 +63,7 @@ def run_dpo(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
     if not config.data.datasets:
         raise UserError("no preference data: give --data PATH (JSONL with prompt, chosen, rejected)")
     start = load_chat_start(config, cli_checkpoint)
+    config = fill_config_placeholders(config, source_names(start.source.meta))
     train_pairs, val_pairs = _pairs(config, start)
     pad_id = start.tokenizer.pad_id if start.tokenizer.pad_id is not None else start.tokenizer.eos_id
     batches = PreferenceBatches(train_pairs, batch_size=config.training.batch_size, seed=config.run.seed,

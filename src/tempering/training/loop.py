@@ -30,7 +30,7 @@ from torch import nn
 from tempering.checkpoint.io import load_checkpoint, save_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
 from tempering.checkpoint.paths import INFERENCE_DIR, step_dir_name
-from tempering.checkpoint.resolution import cache_file_path
+from tempering.checkpoint.resolution import cache_file_path, run_id_of
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.config.schema import Config
 from tempering.errors import UserError
@@ -170,7 +170,7 @@ def train(setup: TrainingSetup) -> dict:
 
     if not state.first_val and setup.val_sets:
         state.first_val = state.last_val = _evaluate(setup, amp)
-        console.print("before training: " + _val_line(state.first_val))
+        console.print("before training: " + _val_line(state.first_val, best.name))
         _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
     model.train()
     training_started(setup.run_dir)  # from here on, an error keeps what the run wrote
@@ -245,12 +245,14 @@ def train(setup: TrainingSetup) -> dict:
                 telemetry.exclude(eval_s)
                 _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
                 improved = _track_best(state, setup.best_split, setup.objective)
-                progress.print(f"step {state.step}: " + _val_line(state.last_val) + ("  ★ new best" if improved else ""))
+                progress.print(f"step {state.step}: " + _val_line(state.last_val, best.name)
+                               + ("  ★ new best" if improved else ""))
                 if improved:
                     save("best", state)
             if epoch_ended:
                 train_loss = (epoch_loss / max(epoch_units, 1)).item()
                 progress.print(_epoch_line(epoch_before + 1, train_loss, state.last_val if evaluated else {}, improved,
+                                            best.name,
                                             setup.objective.perplexity))
                 epoch_loss.zero_()
                 epoch_units = 0
@@ -463,7 +465,9 @@ def _track_best(state: TrainState, split: str, objective: Objective) -> bool:
     """Record a new best when the objective's best metric improves; count evaluations without one."""
     values = state.last_val[split]
     value = values[objective.best_metric.name]
-    if objective.best_metric.improves(value, state.best_value):
+    # A coarse metric (WER stuck at 1.0 early on) ties often: the lower loss breaks the tie.
+    tie_won = value == state.best_value and state.best_val_loss is not None and values["loss"] < state.best_val_loss
+    if objective.best_metric.improves(value, state.best_value) or tie_won:
         state.best_value, state.best_val_loss, state.best_step = value, values["loss"], state.step
         state.evals_without_improvement = 0
         return True
@@ -485,7 +489,7 @@ def _write_checkpoint(setup: TrainingSetup, manager: CheckpointManager, metrics:
                       state: TrainState) -> Path:
     """The save itself: collectives on every rank, then rank 0 writes atomically."""
     val = state.last_val.get(setup.best_split, {})
-    meta = {**setup.meta, "step": state.step,
+    meta = {**setup.meta, "run_id": run_id_of(setup.config, setup.run_dir), "step": state.step,
             "epoch": round(state.micro_batch / setup.train_batches.batches_per_epoch, 4),
             "val_loss": val.get("loss"), "val_ppl": val.get("ppl"),
             "stage": setup.config.stage, "learning_rate": setup.config.training.learning_rate}
@@ -530,16 +534,20 @@ def _save_inference(setup: TrainingSetup, metrics: RecordFanOut, state: TrainSta
     return target
 
 
-def _val_line(val: dict) -> str:
+def _val_line(val: dict, metric: str = "loss") -> str:
+    """Loss (and perplexity) per split, and the best metric when it is another one (f1, wer)."""
     return " | ".join(f"{split} loss {values['loss']:.4f}" + (f" ppl {values['ppl']:.2f}" if "ppl" in values else "")
+                      + (f" {metric} {values[metric]:.4f}" if metric != "loss" and metric in values else "")
+                      + (f" exact {values['exact_match']:.3f}" if metric != "exact_match" and "exact_match" in values
+                         else "")
                       for split, values in val.items())
 
 
-def _epoch_line(epoch: int, train_loss: float, val: dict, improved: bool, perplexity: bool) -> str:
+def _epoch_line(epoch: int, train_loss: float, val: dict, improved: bool, metric: str, perplexity: bool) -> str:
     line = f"epoch {epoch}: train loss {train_loss:.4f}"
     if perplexity:
         line += f" ppl {math.exp(min(train_loss, 50.0)):.2f}"
-    return line + (" | " + _val_line(val) if val else "") + ("  ★ new best" if improved else "")
+    return line + (" | " + _val_line(val, metric) if val else "") + ("  ★ new best" if improved else "")
 
 
 def _summary(setup: TrainingSetup, state: TrainState, stop_reason: str) -> dict:

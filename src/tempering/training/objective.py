@@ -8,13 +8,20 @@ whether perplexity means anything for it, and the validation metric that picks `
 and drives early stopping, with its direction (lowest loss, highest F1, lowest WER).
 Adding an objective is one module with an `Objective` subclass plus a line in
 `training/objectives.py`.
+
+Some validation metrics are not sums over units — entity-level F1 (NER), word error rate
+(speech) — and need every prediction of the validation split first. For those an objective
+hands the validation pass a fresh `SplitMetric` per split (`split_metric()`) and implements
+`predict` (the loss and the predictions of one batch); the pass calls `update` with every
+batch's predictions and merges `compute()`'s values into the split's record, where
+`best_metric` can name them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +41,16 @@ class LossResult(NamedTuple):
     loss_sum: torch.Tensor  # 0-dim
     num_units: torch.Tensor | int
     metrics: dict[str, torch.Tensor] = {}  # never mutated: a shared empty default is safe
+
+
+class SplitMetric(Protocol):
+    """Metrics over a whole validation split (entity F1, WER), accumulated batch by batch."""
+
+    def update(self, batch: TensorBatch, predictions: object) -> None:
+        """Take in one validation batch and the objective's predictions on it (`Objective.predict`)."""
+
+    def compute(self) -> dict[str, float]:
+        """The metrics over every batch taken in (name -> value)."""
 
 
 # The one metric the loop also trains on: the model's own auxiliary losses (a mixture of experts'
@@ -84,3 +101,11 @@ class Objective:
     def count_units(self, batch: NumpyBatch) -> int:
         """Supervised units in a host-side batch (before it goes to the device): the loss normaliser."""
         raise NotImplementedError
+
+    def split_metric(self) -> SplitMetric | None:
+        """A fresh accumulator for metrics over a whole validation split, or None (every metric sums over units)."""
+        return None
+
+    def predict(self, model: nn.Module, batch: TensorBatch) -> tuple[LossResult, object]:
+        """The batch's LossResult and what this objective's SplitMetric scores (e.g. (B, T) predicted label ids)."""
+        return self(model, batch), None

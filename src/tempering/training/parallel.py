@@ -45,9 +45,9 @@ class ObjectiveModule(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, batch: dict):
-        """The objective's loss on `batch`."""
-        return self.objective(self.model, batch)
+    def forward(self, batch: dict, predict: bool = False):
+        """The objective's loss on `batch`; with `predict`, its (loss, predictions) for a split metric."""
+        return self.objective.predict(self.model, batch) if predict else self.objective(self.model, batch)
 
 
 @dataclass

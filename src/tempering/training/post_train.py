@@ -14,8 +14,10 @@ from tempering.checkpoint.io import Checkpoint, load_checkpoint, read_meta
 from tempering.checkpoint.model_loading import load_checkpoint_tokenizer
 from tempering.checkpoint.paths import is_checkpoint_dir
 from tempering.checkpoint.resolution import (
+    fill_config_placeholders,
     record_run,
     resolve_source_checkpoint,
+    source_names,
     validate_source_checkpoint,
 )
 from tempering.config import load_config
@@ -28,7 +30,10 @@ from tempering.training.causal_lm import CausalLM
 from tempering.training.device import pick_device
 from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, TrainState, train
+from tempering.training.masked_lm import MaskedLM, prepare_masked_lm, save_run_tokenizer
 from tempering.training.run_dir import prepare_run_dir
+from tempering.training.speech_families import is_speech_family
+from tempering.training.tasks import resolve_task
 
 
 def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart: bool = False) -> dict:
@@ -36,8 +41,25 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     source_path, origin = resolve_source_checkpoint(config, cli_checkpoint)
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
+    if is_speech_family(source.family):  # the model type comes from the checkpoint: no flag needed
+        from tempering.training.speech import run_speech_post_train
+
+        return run_speech_post_train(config, source, restart=restart)
+    config = fill_config_placeholders(config, source_names(source.meta))
+    from tempering.training.captioning_run import run_captioning, trains_captions
+
+    if trains_captions(source.family):  # an image captioner: its own data and objective
+        return run_captioning(config, source=source, restart=restart)
+    if config.training.best_metric == "exact_match":
+        raise UserError(f"training.best_metric=exact_match scores greedy captions; {source.path} holds a "
+                        f"{source.family.name} model: use new or original")
     model_source = source_from_checkpoint(source, config.model)
     family, arch = model_source.family, model_source.arch
+    task = resolve_task(config, family, arch)
+    if task == "token_classification":
+        from tempering.training.ner import run_ner
+
+        return run_ner(config, source=source, restart=restart)
     tokenizer = load_checkpoint_tokenizer(source, config.tokenizer.path)
     if source.meta.get("tokenizer_fingerprint") not in (None, tokenizer.fingerprint):
         raise UserError(f"tokenizer {tokenizer.path} (fingerprint {tokenizer.fingerprint}) is not the one "
@@ -48,16 +70,22 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     context = family.context_length(arch)
     if context is not None and config.data.seq_len > context:
         raise UserError(f"data.seq_len ({config.data.seq_len}) is longer than the model's context ({context})")
-    _check_reset_step(config, source, restart)
+    check_reset_step(config, source, restart)
     if config.lora.r is not None and not config.checkpoint.reset_optimizer:
         console.print("LoRA trains new adapters: the source's optimizer moments (of its full weights) are not used")
         config.checkpoint.reset_optimizer = True
     device = pick_device(config.training.device)
-    assembly = assemble(config, model_source, CausalLM(), device=device)
-    initial_state, schedule_offset = _carry_over_state(config, source, assembly.optimizer)
-    _report_learning_rate(config, source)
+    objective, run_tokenizer = CausalLM(), None
+    if task == "masked_lm":  # continued masked-LM pretraining of an encoder
+        run_tokenizer, _, train_batches, val_sets = prepare_masked_lm(config, tokenizer, train_batches, val_sets)
+        objective, tokenizer = MaskedLM(), run_tokenizer
+    assembly = assemble(config, model_source, objective, device=device, vocab_size=tokenizer.vocab_size)
+    initial_state, schedule_offset = carry_over_state(config, source, assembly.optimizer)
+    report_learning_rate(config, source)
     run_dir = prepare_run_dir(config, restart=restart)
     recover_interrupted_saves(run_dir)
+    if run_tokenizer is not None:
+        save_run_tokenizer(run_tokenizer, run_dir)
 
     new_steps, length_reason = count_total_steps(
         config.training, train_batches.batches_per_epoch, samples_per_batch=config.training.batch_size,
@@ -65,7 +93,7 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     resets = {name: getattr(config.checkpoint, f"reset_{name}") for name in ("optimizer", "scheduler", "step")}
     hf_config, generation_config = assembly.checkpoint_configs(tokenizer, config)
     setup = TrainingSetup(
-        config=config, run_dir=run_dir, assembly=assembly, static_shapes=True,
+        config=config, run_dir=run_dir, assembly=assembly, static_shapes=task == "causal_lm",
         train_batches=train_batches, val_sets=val_sets, device=device,
         total_steps=initial_state.step + new_steps, length_reason=length_reason,
         hf_config=hf_config, generation_config=generation_config,
@@ -87,7 +115,7 @@ def build_post_train_data(config: Config, tokenizer, vocab_size: int, source: Ch
     if strategy != "new_only" and not config.data.old_datasets:
         raise UserError(f"data.strategy {strategy} trains on old and new data: give the original data with "
                         "--old-dataset PATH (data.old_datasets)")
-    new = build_lm_data(config, tokenizer, vocab_size)
+    new = build_lm_data(config, tokenizer, vocab_size, val_split=config.validation_split())
     val_sets = {"val:new": new.val_sets["val"]} if new.val_sets else {}
     if config.data.old_datasets:
         old_config = config.model_copy(deep=True)
@@ -113,22 +141,32 @@ def _source_run_validation(source: Checkpoint, tokenizer, vocab_size: int):
         if frozen.is_file() and not is_checkpoint_dir(run_dir):
             try:
                 source_config = load_config(frozen)
-                return build_lm_data(source_config, tokenizer, vocab_size).val_sets.get("val")
+                return build_lm_data(source_config, tokenizer, vocab_size,
+                                     val_split=source_config.validation_split()).val_sets.get("val")
             except UserError as exc:
                 console.print(f"cannot rebuild the original validation set from {frozen}: {exc}")
                 return None
     return None
 
 
-def _carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[TrainState, int]:
-    """Load the source's optimizer / schedule position / step unless reset; print what happened."""
+def carry_over_state(config: Config, source: Checkpoint, optimizer, *, fresh_because: str | None = None,
+                     reset_optimizer_because: str | None = None) -> tuple[TrainState, int]:
+    """Load the source's optimizer / schedule position / step unless reset; print what happened.
+
+    `fresh_because` starts all three fresh (a new task head); `reset_optimizer_because` resets
+    the optimizer whatever the config says (the head's shape changed).
+    """
     resets = config.checkpoint
     origin = "imported from Hugging Face" if source.meta.get("imported_from") else (
         "merged from expert runs" if source.meta.get("merged_from") else None)
     if origin and not source.has_trainer_state:
-        console.print(f"post-training state — {source.path} was {origin}: fresh optimizer, "
-                      "schedule and step counter")
+        fresh_because = fresh_because or f"{source.path} was {origin}"
+    if fresh_because:
+        console.print(f"post-training state — {fresh_because}: fresh optimizer, schedule and step counter")
         return TrainState(step=0), 0
+    if reset_optimizer_because and not resets.reset_optimizer:
+        console.print(f"optimizer: reset because {reset_optimizer_because}")
+        resets = resets.model_copy(update={"reset_optimizer": True})
     needs_state = not (resets.reset_optimizer and resets.reset_scheduler and resets.reset_step)
     trainer_state = None
     if needs_state:
@@ -160,7 +198,8 @@ def _carry_over_state(config: Config, source: Checkpoint, optimizer) -> tuple[Tr
     return TrainState(step=start_step), offset
 
 
-def _report_learning_rate(config: Config, source: Checkpoint) -> None:
+def report_learning_rate(config: Config, source: Checkpoint) -> None:
+    """Print this run's learning rate as a fraction of the source run's, with advice when it is high."""
     source_lr = source.meta.get("learning_rate")
     lr = config.training.learning_rate
     if not source_lr:
@@ -171,7 +210,7 @@ def _report_learning_rate(config: Config, source: Checkpoint) -> None:
     console.print(f"learning rate {lr:g} = {ratio:.2g}× the source run's {source_lr:g}{advice}")
 
 
-def _check_reset_step(config: Config, source: Checkpoint, restart: bool) -> None:
+def check_reset_step(config: Config, source: Checkpoint, restart: bool) -> None:
     """--reset-step restarts step numbers: only into an empty save_dir or this same post-training run."""
     if not config.checkpoint.reset_step or restart or config.run.save_dir is None:
         return

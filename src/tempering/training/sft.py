@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tempering.checkpoint.resolution import record_run
+from tempering.checkpoint.resolution import fill_config_placeholders, record_run, source_names
 from tempering.config.schema import Config, DatasetConfig
 from tempering.data.chat import RenderedExample, load_conversations, render_conversation
 from tempering.data.example_batches import (
@@ -78,6 +78,7 @@ def run_sft(config: Config, *, cli_checkpoint: str | None = None, restart: bool 
         raise UserError("no training data: give --data PATH (chat JSONL/JSON/Parquet)")
     row_len = packed_row_length(config.data.seq_len, config.sft.pack_length)
     start = load_chat_start(config, cli_checkpoint)
+    config = fill_config_placeholders(config, source_names(start.source.meta))
     train_examples, train_ids, val_examples = _training_and_validation(config, start)
     packing, seq_len = config.sft.packing, config.data.seq_len
     pad_id = start.tokenizer.pad_id if start.tokenizer.pad_id is not None else start.tokenizer.eos_id

@@ -24,25 +24,34 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
     A set is anything with `eval_batches(batch_size)` yielding numpy batch dicts;
     `max_batches` caps the batches per set. The result holds `loss`, `ppl` when the
     objective has one, the number of units under the objective's unit name (`tokens`,
-    `pairs`, ...), and the objective's extra metrics as means per unit. `call(batch)`, when
-    given, computes a batch's loss instead of `objective(model, batch)` (FSDP's wrapped module).
+    `pairs`, ...), the objective's extra metrics as means per unit, and the metrics of its
+    `split_metric` over every batch (entity F1, ...). `call(batch, predict=...)`, when given,
+    runs the objective through FSDP's wrapped module instead of on `model` directly.
     """
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     total_units = 0
     extras: dict[str, torch.Tensor] = {}
+    split_metric = objective.split_metric()
     for eval_set in sets:
         for index, batch in enumerate(eval_set.eval_batches(batch_size)):
             if max_batches is not None and index >= max_batches:
                 break
             tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if isinstance(v, np.ndarray)}
             with autocast():
-                result = call(tensors) if call is not None else objective(model, tensors)
+                if split_metric is None:
+                    result = call(tensors) if call is not None else objective(model, tensors)
+                    predictions = None
+                else:
+                    result, predictions = call(tensors, predict=True) if call is not None else \
+                        objective.predict(model, tensors)
             total_loss += result.loss_sum.double()
             total_units += int(result.num_units)
             for name, value in result.metrics.items():
                 extras[name] = extras.get(name, 0) + value.double()
+            if split_metric is not None:
+                split_metric.update(tensors, predictions)
     model.train(was_training)
     loss = (total_loss / max(total_units, 1)).item()
     values = {"loss": loss}
@@ -50,4 +59,6 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
         values["ppl"] = math.exp(min(loss, 50.0))
     values[objective.unit] = total_units
     values.update({name: (value / max(total_units, 1)).item() for name, value in extras.items()})
+    if split_metric is not None:
+        values.update(split_metric.compute())
     return values

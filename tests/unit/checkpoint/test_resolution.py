@@ -17,9 +17,12 @@ from tokenizers.models import WordLevel
 from tempering.checkpoint import resolution
 from tempering.checkpoint.resolution import (
     cache_file_path,
+    fill_config_placeholders,
     fill_placeholders,
     record_run,
     resolve_source_checkpoint,
+    run_id_of,
+    source_names,
     validate_source_checkpoint,
 )
 from tempering.config.schema import Config
@@ -212,7 +215,8 @@ def test_placeholders_fill_from_the_config(tmp_path, make_run):
 
 
 @pytest.mark.parametrize("template, message", [
-    ("runs/{run_id}", r"unknown placeholder \{run_id\}"),
+    ("runs/{run_id}", r"placeholder \{run_id\} is not set in the config \(set checkpoint.run_id\)"),
+    ("runs/{experiment}", r"unknown placeholder \{experiment\}"),
     ("runs/{training.lr}", r"unknown placeholder \{training.lr\}"),
     ("runs/{data.datasets.3.path}", r"unknown placeholder \{data.datasets.3.path\}"),
     ("runs/{run.save_dir}", r"placeholder \{run.save_dir\} is not set"),
@@ -222,6 +226,47 @@ def test_placeholders_fill_from_the_config(tmp_path, make_run):
 def test_bad_placeholders_are_errors_naming_them(template, message):
     with pytest.raises(UserError, match=message):
         fill_placeholders(template, config())
+
+
+def test_backbone_and_run_id_come_from_the_config_else_the_previous_run(tmp_path, make_run):
+    environ = {"HOME": str(tmp_path)}
+    cache = tmp_path / "last.json"
+    previous = make_run(tmp_path / "runs" / "distilbert" / "ner-1")
+    (previous / "final" / "meta.json").write_text(json.dumps({"step": 9, "preset": "distilbert"}))
+    named = config(run={"name": "ner"}, checkpoint={"cache_file": str(cache)})
+    record_run(named, previous, {"final_step": 9, "stop_reason": "max_steps"}, environ)
+    recorded = json.loads(cache.read_text())
+    assert recorded["backbone"] == "distilbert" and recorded["run_id"] == run_id_of(named, previous)
+    template = str(tmp_path / "runs" / "{backbone}" / "{run_id}")
+    (tmp_path / "runs" / "distilbert" / recorded["run_id"]).symlink_to(previous)
+    cfg = config(checkpoint={"source_path": template, "cache_file": str(cache)})
+    path, origin = resolve_source_checkpoint(cfg, None, environ=environ)
+    assert path == tmp_path / "runs" / "distilbert" / recorded["run_id"] / "best"
+    # Explicit keys win over the cache; the environment wins over the config.
+    make_run(tmp_path / "runs" / "bert" / "r7")
+    cfg = config(checkpoint={"source_path": template, "cache_file": str(cache), "backbone": "bert", "run_id": "r7"})
+    assert resolve_source_checkpoint(cfg, None, environ=environ)[0] == tmp_path / "runs" / "bert" / "r7" / "best"
+    environment = make_run(tmp_path / "from-env")
+    assert resolve_source_checkpoint(cfg, None, environ={**environ, "CHECKPOINT_PATH": str(environment)})[0] == \
+        environment / "best"
+
+
+def test_placeholders_fill_any_config_key_and_keep_what_was_set():
+    cfg = config(stage="post_train", run={"name": "ner", "save_dir": "runs/{run_name}-continued-{backbone}"},
+                 data={"datasets": [{"path": "data/{stage}/train.jsonl"}]})
+    filled = fill_config_placeholders(cfg, {"backbone": "distilbert", "run_id": "base-1"})
+    assert str(filled.run.save_dir) == "runs/ner-continued-distilbert"
+    assert filled.data.datasets[0].path == "data/post_train/train.jsonl"
+    assert filled.model.model_fields_set == cfg.model.model_fields_set  # explicit keys stay explicit
+    assert fill_config_placeholders(config()) == config()
+    with pytest.raises(UserError, match=r"run.save_dir 'runs/\{nope\}': unknown placeholder \{nope\}"):
+        fill_config_placeholders(config(run={"save_dir": "runs/{nope}"}))
+
+
+def test_a_source_names_its_backbone_and_run_id():
+    assert source_names({"backbone": "distilbert", "preset": "encoder_tiny", "run_id": "x-1"}) == \
+        {"backbone": "distilbert", "run_id": "x-1"}
+    assert source_names({"preset": None, "model_type": "llama"}) == {"backbone": "llama"}
 
 
 # --- the previous-run cache -------------------------------------------------------------------
@@ -243,7 +288,8 @@ def test_record_run_writes_the_cache_atomically(tmp_path, monkeypatch):
     record_run(cfg, Path("runs/code"), {"final_step": 40, "stop_reason": "early_stopping"}, environ)
     cache = tmp_path / "new" / "cache" / "last_run.json"
     record = json.loads(cache.read_text())
-    assert set(record) == {"save_dir", "run_name", "stage", "final_step", "stop_reason", "finished_at"}
+    assert set(record) == {"save_dir", "run_name", "run_id", "backbone", "stage", "final_step", "stop_reason",
+                           "finished_at"}
     assert record["save_dir"] == str(tmp_path / "runs" / "code")
     assert (record["run_name"], record["stage"], record["final_step"], record["stop_reason"]) == (
         "code", "post_train", 40, "early_stopping")

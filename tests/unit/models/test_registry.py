@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tempering.errors import UserError
+from tempering.models.audio_encoder import AUDIO_ENCODER
+from tempering.models.encoder import ENCODER
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
 from tempering.models.registry import (
@@ -13,22 +15,37 @@ from tempering.models.registry import (
     family_of_checkpoint,
     find_preset,
 )
+from tempering.models.talker import TALKER
+from tempering.models.vision import VISION
 
 
 def test_every_decoder_model_type_belongs_to_its_family():
     for model_type in ("llama", "mistral", "qwen2", "qwen3"):
         assert family_for_model_type(model_type) is LLAMA
     assert family_for_model_type("mixtral") is MOE
-    assert FAMILIES == {"llama": LLAMA, "moe": MOE}
+    assert family_for_model_type("llava") is VISION
+    assert family_for_model_type("tempering_audio_encoder") is AUDIO_ENCODER
+    assert family_for_model_type("tempering_talker") is TALKER
+    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION, "encoder": ENCODER,
+                        "audio_encoder": AUDIO_ENCODER, "talker": TALKER}
+
+
+def test_distilbert_and_bert_belong_to_the_encoder_family():
+    assert family_for_model_type("distilbert") is family_for_model_type("bert") is ENCODER
+    assert find_preset("distilbert") == (ENCODER, ENCODER.presets["distilbert"])
+    with pytest.raises(UserError, match="model.n_kv_heads is not a dimension of the encoder family"):
+        ENCODER.architecture("encoder_tiny", {"n_kv_heads": 2})
 
 
 def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
     assert family_of_checkpoint({"model_type": "qwen3"}, {}) is LLAMA
     assert family_of_checkpoint({"model_type": "anything"}, {"family": "llama"}) is LLAMA
-    with pytest.raises(UserError, match="ckpt/config.json: .*model family 'vision'"):
-        family_of_checkpoint({}, {"family": "vision"}, where="ckpt/config.json")
-    with pytest.raises(UserError, match="model_type is 'bert'; Tempering supports llama, mistral, qwen2, qwen3, mixtral"):
-        family_of_checkpoint({"model_type": "bert"}, {})
+    assert family_of_checkpoint({"model_type": "llava"}, {}) is VISION
+    with pytest.raises(UserError, match="ckpt/config.json: .*model family 'audio'"):
+        family_of_checkpoint({}, {"family": "audio"}, where="ckpt/config.json")
+    with pytest.raises(UserError, match="model_type is 'roberta'; Tempering supports llama, mistral, qwen2, qwen3, "
+                                        "mixtral, llava, distilbert, bert"):
+        family_of_checkpoint({"model_type": "roberta"}, {})
 
 
 def test_presets_find_their_family_and_unknown_names_get_a_suggestion():
