@@ -6,19 +6,22 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo demo-omni test lint clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,hf,track,eval,lora,ner]"
+	$(BIN)/python -m pip install -q -e ".[dev,hf,track,eval,lora,ner,vision]"
 	touch $@
 
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+demo-omni: $(VENV)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo_omni.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -155,7 +155,7 @@ POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] 
     Flag("--reset-scheduler", "checkpoint.reset_scheduler", is_switch=True),
     Flag("--reset-step", "checkpoint.reset_step", is_switch=True),
     Flag("--select", "checkpoint.select", str, "best|final|latest"),
-    Flag("--best-metric", "training.best_metric", str, "new|original"),
+    Flag("--best-metric", "training.best_metric", str, "new|original|exact_match"),
 ]
 
 
@@ -312,6 +312,13 @@ def cmd_sample_corpus(args: argparse.Namespace) -> None:
     from tempering.data.sample_corpus import write_sample_corpus
     from tempering.tracking.console import print_table
 
+    if args.images:
+        from tempering.data.images.sample import write_sample_images
+
+        summary = write_sample_images(Path(args.output), num_images=args.num_images, seed=args.seed)
+        rows = [[f"{name}/{split}", count] for name, splits in summary.items() for split, count in splits.items()]
+        print_table(f"Sample images written to {args.output} (scenes.json, words.json)", ["part", "images"], rows)
+        return
     summary = write_sample_corpus(Path(args.output), val_fraction=args.val_fraction)
     rows = [[f"{domain}/{split}", s["documents"], f"{s['bytes'] / 1e6:.2f}"]
             for domain, splits in summary.items() for split, s in splits.items()]
@@ -339,6 +346,15 @@ def cmd_prep(args: argparse.Namespace) -> None:
 
     _split_paths_and_overrides(args, "input")
     config = _load(args, PREP_FLAGS, "prep")
+    if args.format == "images":
+        from tempering.data.images.prep import prep_images
+
+        prep_images(args.input, args.output, caption_file=args.caption_file, val_fraction=config.prep.val_fraction)
+        return
+    if args.caption_file:
+        raise UserError("--caption-file pairs images with captions: use it with --format images")
+    if not args.tokenizer:
+        raise UserError("prep needs --tokenizer DIR (from `temper tokenizer train`) to write token shards")
     scorer = None
     if config.prep.ppl_model:
         from tempering.evaluation.document_perplexity import DocumentPerplexity
@@ -366,6 +382,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise UserError("give --data PATH... (loss and perplexity) or --lm-eval TASK[,TASK...] (lm-evaluation-harness)")
     if args.lm_eval is not None:
         _run_lm_eval(args)
+        return
+    from tempering.evaluation.captions import evaluate_captions, is_captioner
+
+    if is_captioner(args.checkpoint):
+        rows = evaluate_captions(args.checkpoint, args.data, batch_size=args.batch_size,
+                                 max_batches=args.max_batches, device=args.device)
+        if args.json:
+            print(json.dumps(rows))
+            return
+        print_table(f"{args.checkpoint}: captions", ["dataset", "images", "caption tokens", "loss", "ppl",
+                                                     "exact match", "CER"],
+                    [[r["path"], r["images"], f"{r['tokens']:,}", f"{r['loss']:.4f}", f"{r['ppl']:.2f}",
+                      f"{r['exact_match']:.3f}", f"{r['cer']:.3f}"] for r in rows])
         return
     datasets = parse_dataset_specs(args.data, args.limit or [])
     result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
@@ -399,6 +428,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     """Sample a continuation of a prompt, streaming it to the terminal."""
     from tempering.generation.command import run_generate
 
+    if args.image is not None:
+        from tempering.generation.captions import run_caption
+
+        run_caption(args.checkpoint, args.image, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                    device=args.device)
+        return
     run_generate(args.checkpoint, prompt=args.prompt, chat=args.chat, system=args.system,
                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, seed=args.seed, device=args.device)
@@ -497,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--val-fraction", type=ranged(float, low=0, high=0.5, what="give 0 to 0.5"), default=0.05,
                         metavar="F",
                         help="Fraction of documents in each domain's val split (default 0.05).")
+    sample.add_argument("--images", action="store_true",
+                        help="Render the image-caption sets instead: shape scenes with compositional captions (some "
+                             "colour-shape pairs held out of training) and words in matplotlib's fonts.")
+    sample.add_argument("--num-images", type=POSITIVE_INT, default=4000, metavar="N",
+                        help="--images: training images per set (validation: a tenth as many; default 4000).")
+    sample.add_argument("--seed", type=ranged(int, low=0, high=2**32 - 1, what="give 0 to 2^32-1"), default=0,
+                        metavar="S", help="--images: the seed the sets are drawn with (default 0).")
     sample.set_defaults(func=cmd_sample_corpus)
 
     tokenizer = commands.add_parser("tokenizer", help="Train a tokenizer.")
@@ -515,20 +557,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="Replace a tokenizer already in --output.")
     train.set_defaults(func=cmd_tokenizer_train)
 
-    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards.")
+    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards (or pair "
+                               "images with captions: --format images).")
     prep.add_argument("--input", nargs="+", default=[], metavar="PATH",
                       help="Files, directories (recursive) or globs (default: data/raw).")
-    prep.add_argument("--tokenizer", required=True, metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`).")
-    prep.add_argument("--output", required=True, metavar="DIR", help="Shard directory: manifest.json, train/, val/.")
+    prep.add_argument("--format", choices=["text", "images"], default="text",
+                      help="text: token shards (default); images: find .png/.jpg/.jpeg/.bmp/.webp recursively, "
+                           "pair them with captions and write an image-caption JSON.")
+    prep.add_argument("--tokenizer", metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`); "
+                      "text format only.")
+    prep.add_argument("--caption-file", metavar="FILE", help="--format images: captions as NAME<TAB>CAPTION or "
+                      "NAME,CAPTION lines, or JSONL {\"image\", \"caption\"} (default: each image's sibling .txt).")
+    prep.add_argument("--output", required=True, metavar="DIR", help="Shard directory: manifest.json, train/, val/ "
+                      "(--format images: the JSON file to write, e.g. images.json).")
     _add_config_arguments(prep, PREP_FLAGS)
     prep.set_defaults(func=cmd_prep)
 
     pretrain = commands.add_parser(
-        "pretrain", help="Pretrain a model from a preset: a decoder LM, an encoder (--objective mlm) or NER "
-                         "(--task ner); re-running the same command resumes it.",
+        "pretrain", help="Pretrain a model from a preset: a decoder LM, an encoder (--objective mlm), NER "
+                         "(--task ner) or an image captioner (--preset vision_* --lm CKPT); re-running the same "
+                         "command resumes it.",
         description="Pretrain a model from a preset: a decoder LM on token shards (or raw .txt/.jsonl), an encoder "
-                    "with masked LM on the same shards (--objective mlm; the default for encoder presets), or a "
-                    "token-classification (NER) model on labelled sentences (--task ner). Runnable from flags alone; "
+                    "with masked LM on the same shards (--objective mlm; the default for encoder presets), a "
+                    "token-classification (NER) model on labelled sentences (--task ner), or an image captioner "
+                    "on an image-caption JSON (`temper prep --format images`; a vision preset), its captions written "
+                    "by the decoder checkpoint given with --lm. Runnable from flags alone; "
                     "re-running the same command resumes from the newest checkpoint in --save-dir.")
     _add_training_arguments(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
@@ -651,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chat", metavar="MESSAGE", help="A user message: rendered with the checkpoint's chat "
                           "template; generation stops at the template's end-of-turn token.")
     generate.add_argument("--system", metavar="TEXT", help="System message for --chat.")
+    generate.add_argument("--image", metavar="PATH", help="Caption this image with a vision checkpoint (greedy; "
+                          "--prompt replaces the prompt it trained with).")
     generate.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N",
                           help="Stop after N new tokens, N >= 1 (default 100).")
     generate.add_argument("--temperature", type=ranged(float, low=0, high=100, what="give 0 (greedy) to 100"),
@@ -709,7 +764,8 @@ def print_commands(parser: argparse.ArgumentParser) -> None:
 CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else the newest checkpoints/step-*).")
 
 
-PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, TASK_FLAG, OBJECTIVE_FLAG]
+PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, TASK_FLAG, OBJECTIVE_FLAG,
+                                   Flag("--lm", "vision.lm", str, "CHECKPOINT")]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -46,6 +46,8 @@ class ModelConfig(Section):
     experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
     router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
     router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
+    image_size: int | None = Field(None, gt=0, description="Vision: override the encoder's input size (square, pixels per side).")
+    patch_size: int | None = Field(None, gt=0, description="Vision: override the encoder's patch size (pixels per side).")
 
 
 class TokenizerConfig(Section):
@@ -120,7 +122,7 @@ class TrainingConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Compute precision (bf16/fp16 via autocast).")
     compile: bool | Literal["auto"] = Field("auto", description="torch.compile the training step: true, false, or auto (compile fixed-shape pretraining and post-training runs of 1000+ steps on CPU with a C++ compiler, or CUDA). A compile error falls back to eager with a warning.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
-    best_metric: Literal["new", "original"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping.")
+    best_metric: Literal["new", "original", "exact_match"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping; exact_match: the greedy captions' exact-match rate instead of the loss (vision).")
     freeze: list[str] = Field(default_factory=list, description="Freeze parameters whose names match these patterns (fnmatch, e.g. model.layers.[0-3].*).")
     freeze_first_blocks: int = Field(0, ge=0, description="Freeze the embeddings and the first N decoder blocks.")
     train_only_head: bool = Field(False, description="Train only the output head (lm_head) and final norm.")
@@ -241,6 +243,15 @@ def percentile_band(spec: str) -> tuple[float, float]:
     return band
 
 
+class VisionConfig(Section):
+    """Image captioning with a vision preset or checkpoint (the vision family)."""
+
+    lm: str | None = Field(None, description="Decoder checkpoint or run dir whose language model writes the captions (flag --lm); a vision pretrain run needs it, and every vision checkpoint embeds a copy.")
+    prompt: str = Field("", description="Text after the image positions and before the caption, never scored (generate --prompt replaces it).")
+    train_lm: bool = Field(False, description="Also train the language model; by default it is frozen and the encoder and projector train.")
+    augment: bool = Field(True, description="Training images get a random shift of up to 1/16 of their side and a ±10% brightness and contrast change, seeded per epoch and image.")
+
+
 class PrepConfig(Section):
     """`temper prep`: raw files to token shards."""
 
@@ -359,6 +370,7 @@ class Config(Section):
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="Image captioning (vision family).")
 
     def validation_split(self) -> tuple[float, int]:
         """(fraction, seed) of the split this run holds out of its training data: post-training's val:new rule."""

@@ -15,10 +15,12 @@ from tempering.models.encoder import ENCODER
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
+from tempering.models.vision import VISION
 
 FAMILIES: dict[str, ModelFamily] = {
     LLAMA.name: LLAMA,
     MOE.name: MOE,
+    VISION.name: VISION,
     ENCODER.name: ENCODER,
 }
 

@@ -461,6 +461,8 @@ def _val_line(val: dict, metric: str = "loss") -> str:
     """Loss (and perplexity) per split, and the best metric when it is another one (f1, wer)."""
     return " | ".join(f"{split} loss {values['loss']:.4f}" + (f" ppl {values['ppl']:.2f}" if "ppl" in values else "")
                       + (f" {metric} {values[metric]:.4f}" if metric != "loss" and metric in values else "")
+                      + (f" exact {values['exact_match']:.3f}" if metric != "exact_match" and "exact_match" in values
+                         else "")
                       for split, values in val.items())
 
 

@@ -7,6 +7,7 @@ plus one line here.
 from __future__ import annotations
 
 from tempering.errors import UserError
+from tempering.training.captioning import Captioning
 from tempering.training.causal_lm import CausalLM, ChatSft
 from tempering.training.objective import Objective
 from tempering.training.preference import Dpo
@@ -15,6 +16,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     CausalLM.name: CausalLM,
     ChatSft.name: ChatSft,
     Dpo.name: Dpo,
+    Captioning.name: Captioning,
 }
 
 

@@ -41,6 +41,13 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
     config = fill_config_placeholders(config, source_names(source.meta))
+    from tempering.training.captioning_run import run_captioning, trains_captions
+
+    if trains_captions(source.family):  # an image captioner: its own data and objective
+        return run_captioning(config, source=source, restart=restart)
+    if config.training.best_metric == "exact_match":
+        raise UserError(f"training.best_metric=exact_match scores greedy captions; {source.path} holds a "
+                        f"{source.family.name} model: use new or original")
     model_source = source_from_checkpoint(source, config.model)
     family, arch = model_source.family, model_source.arch
     task = resolve_task(config, family, arch)
@@ -187,6 +194,7 @@ def carry_over_state(config: Config, source: Checkpoint, optimizer, *, fresh_bec
 
 
 def report_learning_rate(config: Config, source: Checkpoint) -> None:
+    """Print this run's learning rate as a fraction of the source run's, with advice when it is high."""
     source_lr = source.meta.get("learning_rate")
     lr = config.training.learning_rate
     if not source_lr:

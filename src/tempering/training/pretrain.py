@@ -13,6 +13,7 @@ from tempering.models.registry import find_preset
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 from tempering.training.assembly import assemble, source_from_preset
+from tempering.training.captioning_run import run_captioning, trains_captions
 from tempering.training.causal_lm import CausalLM
 from tempering.training.device import pick_device
 from tempering.training.expert_runs import load_expert_dir, save_expert_run
@@ -27,6 +28,8 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
     """Pretrain from scratch, or resume the run already in `run.save_dir`."""
     config = fill_config_placeholders(config, {"backbone": config.model.preset})
     family, preset_arch = find_preset(config.model.preset)
+    if trains_captions(family):  # a vision preset: image captioning
+        return run_captioning(config, restart=restart)
     task = resolve_task(config, family, preset_arch)
     if task == "token_classification":
         from tempering.training.ner import run_ner

@@ -14,13 +14,15 @@ from tempering.models.registry import (
     family_of_checkpoint,
     find_preset,
 )
+from tempering.models.vision import VISION
 
 
 def test_every_decoder_model_type_belongs_to_its_family():
     for model_type in ("llama", "mistral", "qwen2", "qwen3"):
         assert family_for_model_type(model_type) is LLAMA
     assert family_for_model_type("mixtral") is MOE
-    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "encoder": ENCODER}
+    assert family_for_model_type("llava") is VISION
+    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION, "encoder": ENCODER}
 
 
 def test_distilbert_and_bert_belong_to_the_encoder_family():
@@ -33,10 +35,11 @@ def test_distilbert_and_bert_belong_to_the_encoder_family():
 def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
     assert family_of_checkpoint({"model_type": "qwen3"}, {}) is LLAMA
     assert family_of_checkpoint({"model_type": "anything"}, {"family": "llama"}) is LLAMA
-    with pytest.raises(UserError, match="ckpt/config.json: .*model family 'vision'"):
-        family_of_checkpoint({}, {"family": "vision"}, where="ckpt/config.json")
+    assert family_of_checkpoint({"model_type": "llava"}, {}) is VISION
+    with pytest.raises(UserError, match="ckpt/config.json: .*model family 'audio'"):
+        family_of_checkpoint({}, {"family": "audio"}, where="ckpt/config.json")
     with pytest.raises(UserError, match="model_type is 'roberta'; Tempering supports llama, mistral, qwen2, qwen3, "
-                                        "mixtral, distilbert, bert"):
+                                        "mixtral, llava, distilbert, bert"):
         family_of_checkpoint({"model_type": "roberta"}, {})
 
 
