@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,hf,track,eval,lora,ner,vision]"
+	$(BIN)/python -m pip install -q -e ".[dev,hf,track,eval,lora,ner,vision,speech]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -148,7 +148,9 @@ LORA_FLAGS = [
 ]
 
 
+ASR_CHECKPOINT_FLAG = Flag("--asr-checkpoint", "speech.asr_checkpoint", str, "PATH")
 POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
+    ASR_CHECKPOINT_FLAG,
     TASK_FLAG,
     Flag("--strategy", "data.strategy", str, "new_only|combined|append"),
     Flag("--reset-optimizer", "checkpoint.reset_optimizer", is_switch=True),
@@ -344,11 +346,14 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_prep(args: argparse.Namespace) -> None:
-    """Tokenize raw files into token shards."""
+    """Tokenize raw files into token shards, or list audio files and transcripts in a speech CSV."""
     from tempering.data.prep import run_prep
 
     _split_paths_and_overrides(args, "input")
     config = _load(args, PREP_FLAGS, "prep")
+    if args.format in ("audio_asr", "audio_tts"):
+        _prep_audio(args, config.prep.val_fraction)
+        return
     if args.format == "images":
         from tempering.data.images.prep import prep_images
 
@@ -357,7 +362,8 @@ def cmd_prep(args: argparse.Namespace) -> None:
     if args.caption_file:
         raise UserError("--caption-file pairs images with captions: use it with --format images")
     if not args.tokenizer:
-        raise UserError("prep needs --tokenizer DIR (from `temper tokenizer train`) to write token shards")
+        raise UserError("temper prep: give --tokenizer DIR (token shards need a tokenizer; audio data takes "
+                        "--format audio_asr or audio_tts, images --format images)")
     scorer = None
     if config.prep.ppl_model:
         from tempering.evaluation.document_perplexity import DocumentPerplexity
@@ -365,6 +371,38 @@ def cmd_prep(args: argparse.Namespace) -> None:
         scorer = DocumentPerplexity(config.prep.ppl_model, max_tokens=config.prep.ppl_max_tokens,
                                     batch_size=config.prep.ppl_batch_size)
     run_prep(args.input, args.tokenizer, args.output, config.prep, scorer=scorer)
+
+
+def _prep_audio(args: argparse.Namespace, val_fraction: float) -> None:
+    """`temper prep --format audio_asr|audio_tts`: write the speech CSV and print what was kept and skipped."""
+    from tempering.data.audio.prep import AudioPrepOptions, prep_audio
+    from tempering.tracking.console import console
+
+    if not args.input:
+        raise UserError("temper prep --format " + args.format + ": give --input DIR (audio files, searched recursively)")
+    options = AudioPrepOptions(kind=args.format, min_duration_s=args.min_duration or 0.0,
+                               max_duration_s=args.max_duration or float("inf"), val_fraction=val_fraction,
+                               transcripts=Path(args.transcripts) if args.transcripts else None,
+                               phonemes=args.phonemes, voice=args.voice)
+    report = prep_audio(args.input, Path(args.output), options)
+    skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items())) or "none"
+    splits = ", ".join(f"{split} {count}" for split, count in sorted(report.splits.items()))
+    console.print(f"wrote {args.output}: {report.written} utterances ({report.duration_s / 3600:.2f} h; {splits}); "
+                  f"skipped: {skipped}")
+
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    """Print the transcript of each audio file."""
+    from tempering.generation.transcribe import load_asr_model, transcribe_files
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    loaded = load_asr_model(args.checkpoint, device=pick_device(args.device))
+    result = transcribe_files(loaded, args.files, beam=args.beam)
+    for file, text in zip(args.files, result.texts, strict=True):
+        print(text if len(args.files) == 1 else f"{file}\t{text}", flush=True)
+    console.print(f"{result.audio_s:.1f} s of audio in {result.compute_s:.2f} s (real-time factor "
+                  f"{result.real_time_factor:.3f})")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -400,6 +438,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
                       f"{r['exact_match']:.3f}", f"{r['cer']:.3f}"] for r in rows])
         return
     datasets = parse_dataset_specs(args.data, args.limit or [])
+    if _is_speech_checkpoint(args.checkpoint):
+        _eval_speech(args, datasets)
+        return
     result = evaluate_checkpoint(args.checkpoint, datasets, split=args.split, seq_len=args.seq_len,
                                  batch_size=args.batch_size, max_batches=args.max_batches, device=args.device)
     if args.json:
@@ -409,6 +450,29 @@ def cmd_eval(args: argparse.Namespace) -> None:
             for name, r in result["datasets"].items()]
     print_table(f"{result['checkpoint']} (step {result['step']}, seq_len {result['seq_len']})",
                 ["dataset", "path", "documents", "tokens", "loss", "ppl"], rows)
+
+
+def _is_speech_checkpoint(path: str) -> bool:
+    from tempering.checkpoint.io import load_checkpoint
+    from tempering.training.speech_families import is_speech_family
+
+    return is_speech_family(load_checkpoint(path).family)
+
+
+def _eval_speech(args: argparse.Namespace, datasets: list) -> None:
+    """CTC loss, WER and CER of a speech checkpoint on speech CSVs."""
+    from tempering.evaluation.speech_eval import evaluate_speech_checkpoint
+    from tempering.tracking.console import print_table
+
+    result = evaluate_speech_checkpoint(args.checkpoint, datasets, batch_size=args.batch_size,
+                                        max_batches=args.max_batches, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return
+    rows = [[name, r["path"], r["utterances"], f"{r['loss']:.4f}", f"{r['wer']:.4f}", f"{r['cer']:.4f}"]
+            for name, r in result["datasets"].items()]
+    print_table(f"{result['checkpoint']} (step {result['step']})", ["dataset", "path", "utterances", "loss", "wer",
+                                                                     "cer"], rows)
 
 
 def _run_lm_eval(args: argparse.Namespace) -> None:
@@ -428,9 +492,12 @@ def _run_lm_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    """Sample a continuation of a prompt, streaming it to the terminal."""
+    """Sample a continuation of a prompt, streaming it to the terminal; or speak text into a WAV (Talker)."""
     from tempering.generation.command import run_generate
 
+    if args.speak is not None:
+        _speak(args)
+        return
     if args.image is not None:
         from tempering.generation.captions import run_caption
 
@@ -442,6 +509,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
                  top_p=args.top_p, seed=args.seed, device=args.device)
 
 
+def _speak(args: argparse.Namespace) -> None:
+    from tempering.generation.speak import speak_to_file
+    from tempering.tracking.console import console
+    from tempering.training.device import pick_device
+
+    if args.output is None:
+        raise UserError("--speak writes audio: give --output FILE.wav")
+    result = speak_to_file(args.checkpoint, args.speak, Path(args.output), device=pick_device(args.device))
+    console.print(f"wrote {args.output}: {result['audio_s']:.2f} s of audio saying {result['text']!r} in "
+                  f"{result['compute_s']:.2f} s (real-time factor {result['compute_s'] / max(result['audio_s'], 1e-9):.3f})")
 def cmd_tag(args: argparse.Namespace) -> None:
     """Tag entities with a token-classification checkpoint."""
     from tempering.generation.tagging import run_tag
@@ -560,19 +637,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="Replace a tokenizer already in --output.")
     train.set_defaults(func=cmd_tokenizer_train)
 
-    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards (or pair "
-                               "images with captions: --format images).")
+    prep = commands.add_parser("prep", help="Clean, dedup and tokenize raw files into token shards; pair images "
+                               "with captions (--format images); or list speech (audio + transcripts) in a CSV "
+                               "(--format audio_asr|audio_tts).")
     prep.add_argument("--input", nargs="+", default=[], metavar="PATH",
                       help="Files, directories (recursive) or globs (default: data/raw).")
-    prep.add_argument("--format", choices=["text", "images"], default="text",
+    prep.add_argument("--format", choices=["text", "images", "audio_asr", "audio_tts"], default="text",
                       help="text: token shards (default); images: find .png/.jpg/.jpeg/.bmp/.webp recursively, "
-                           "pair them with captions and write an image-caption JSON.")
+                           "pair them with captions and write an image-caption JSON; audio_asr / audio_tts: a "
+                           "speech CSV path,transcript,duration_s for the audio encoder / the Talker.")
     prep.add_argument("--tokenizer", metavar="DIR", help="Tokenizer directory (from `temper tokenizer train`); "
-                      "text format only.")
+                      "needed for text.")
+    prep.add_argument("--output", required=True, metavar="DIR|FILE",
+                      help="Shard directory (manifest.json, train/, val/); --format images: the JSON file to write "
+                           "(e.g. images.json); audio formats: the CSV file.")
     prep.add_argument("--caption-file", metavar="FILE", help="--format images: captions as NAME<TAB>CAPTION or "
                       "NAME,CAPTION lines, or JSONL {\"image\", \"caption\"} (default: each image's sibling .txt).")
-    prep.add_argument("--output", required=True, metavar="DIR", help="Shard directory: manifest.json, train/, val/ "
-                      "(--format images: the JSON file to write, e.g. images.json).")
+    prep.add_argument("--transcripts", metavar="FILE", help="Audio formats: transcripts as `path<TAB>text` lines "
+                      "or a CSV with path and transcript columns (else sibling .txt, *.trans.txt, metadata.csv).")
+    prep.add_argument("--min-duration", type=ranged(float, low=0, what="give seconds >= 0"), metavar="S",
+                      help="Audio formats: skip files shorter than S seconds.")
+    prep.add_argument("--max-duration", type=ranged(float, low=0, low_open=True, what="give seconds > 0"),
+                      metavar="S", help="Audio formats: skip files longer than S seconds.")
+    prep.add_argument("--phonemes", choices=["espeak"], help="Audio formats: add a phonemes column (espeak-ng IPA; "
+                      "needs espeak-ng installed).")
+    prep.add_argument("--voice", default="en-us", metavar="VOICE", help="espeak-ng voice for --phonemes "
+                      "(default en-us).")
     _add_config_arguments(prep, PREP_FLAGS)
     prep.set_defaults(func=cmd_prep)
 
@@ -673,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(must not exist, or be empty).")
     merge.set_defaults(func=cmd_merge_experts)
 
-    evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets.")
+    evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets "
+                                   "(speech recognition checkpoints: CTC loss, WER and CER on speech CSVs).")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
                           help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
@@ -701,12 +792,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "beside the checkpoint: CHECKPOINT.lm_eval.TASKS.json).")
     evaluate.set_defaults(func=cmd_eval)
 
+    transcribe = commands.add_parser("transcribe", help="Print the transcript of audio files with a speech "
+                                     "recognition (audio_encoder) checkpoint.")
+    transcribe.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
+    transcribe.add_argument("files", nargs="+", metavar="FILE", help="Audio files (WAV, FLAC, OGG; any sample rate).")
+    transcribe.add_argument("--beam", type=POSITIVE_INT, metavar="N",
+                            help="CTC prefix beam search of width N (default: greedy best path).")
+    transcribe.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                            help="Device (default auto).")
+    transcribe.set_defaults(func=cmd_transcribe)
+
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model (KV-cached sampling).")
     generate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     generate.add_argument("--prompt", metavar="TEXT", help="Text to continue.")
     generate.add_argument("--chat", metavar="MESSAGE", help="A user message: rendered with the checkpoint's chat "
                           "template; generation stops at the template's end-of-turn token.")
     generate.add_argument("--system", metavar="TEXT", help="System message for --chat.")
+    generate.add_argument("--speak", metavar="TEXT", help="Talker checkpoints: say TEXT (Griffin-Lim vocoder) into "
+                          "--output.")
+    generate.add_argument("--output", metavar="FILE.wav", help="With --speak: the 16 kHz WAV file to write.")
     generate.add_argument("--image", metavar="PATH", help="Caption this image with a vision checkpoint (greedy; "
                           "--prompt replaces the prompt it trained with).")
     generate.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N",
@@ -768,7 +872,7 @@ CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else
 
 
 PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, TASK_FLAG, OBJECTIVE_FLAG,
-                                   Flag("--lm", "vision.lm", str, "CHECKPOINT")]
+                                   Flag("--lm", "vision.lm", str, "CHECKPOINT"), ASR_CHECKPOINT_FLAG]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,10 +7,12 @@ workspace (sample corpus, 512-token tokenizer, shards, a tiny pretrained run).
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from tests.conftest import REPO_ROOT, run_temper
+from tests.speech.tones import write_tone_corpus
 
 SHORT = ["training.max_steps=2", "training.eval_max_batches=1", "training.save_steps=null"]
 STAGES = {"pretrain": "pretrain.yaml", "post-train": "post_train.yaml", "sft": "sft.yaml", "dpo": "dpo.yaml",
@@ -64,3 +66,18 @@ def test_example_config_resolves_and_runs_two_steps(command, demo):
     summary = json.loads((demo / save_dir / "summary.json").read_text())
     assert summary["final_step"] - summary["total_steps"] == 0, result.stderr
     assert (demo / save_dir / "final" / "model.safetensors").is_file()
+
+
+def test_speech_example_configs_run_two_steps(tmp_path):
+    speech = tmp_path / "demo" / "speech"
+    corpus = write_tone_corpus(speech, 20, val=4)
+    for name in ("asr.csv", "new.csv"):
+        shutil.copy(corpus, speech / name)
+    for command, file in (("pretrain", "asr.yaml"), ("post-train", "asr_post_train.yaml")):
+        run_temper(command, "--config", REPO_ROOT / "configs" / file, *SHORT, "training.batch_size=4",
+                   cwd=tmp_path, check=True)
+    for run in ("asr", "asr_adapted"):
+        summary = json.loads((tmp_path / "demo" / "runs" / run / "summary.json").read_text())
+        assert summary["best_metric"] == "wer" and summary["final_step"] == summary["total_steps"]
+    meta = json.loads((tmp_path / "demo" / "runs" / "asr_adapted" / "final" / "meta.json").read_text())
+    assert meta["family"] == "audio_encoder" and meta["post_training"] is True

@@ -230,6 +230,17 @@ class LoraConfig(Section):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
 
 
+class SpeechConfig(Section):
+    """Speech families: the ASR alphabet and SpecAugment masking of training features."""
+
+    alphabet: str = Field("abcdefghijklmnopqrstuvwxyz' ", min_length=1, description="Characters an ASR model spells (its CTC classes besides the blank); transcripts are normalised to them. Ignored when tokenizer.path gives a piece tokenizer.")
+    freq_masks: int = Field(2, ge=0, description="SpecAugment: mel-bin bands masked per training utterance (0 disables).")
+    freq_mask_bins: int = Field(15, ge=0, description="SpecAugment: widest masked band, in mel bins.")
+    time_masks: int = Field(2, ge=0, description="SpecAugment: runs of frames masked per training utterance (0 disables).")
+    time_mask_frames: int = Field(40, ge=0, description="SpecAugment: longest masked run, in 10 ms frames (all runs together at most 20% of the utterance).")
+    asr_checkpoint: str | None = Field(None, description="Talker: the ASR (audio_encoder) checkpoint whose CTC alignments give each character's duration and whose CER on the synthesised validation sentences is the intelligibility (flag --asr-checkpoint).")
+
+
 def percentile_band(spec: str) -> tuple[float, float]:
     """`LOW:HIGH` percentiles (0 <= LOW < HIGH <= 100) as a pair; ValueError says what is wrong."""
     low, sep, high = spec.partition(":")
@@ -371,6 +382,7 @@ class Config(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
     vision: VisionConfig = Field(default_factory=VisionConfig, description="Image captioning (vision family).")
+    speech: SpeechConfig = Field(default_factory=SpeechConfig, description="Speech recognition and synthesis options.")
 
     def validation_split(self) -> tuple[float, int]:
         """(fraction, seed) of the split this run holds out of its training data: post-training's val:new rule."""

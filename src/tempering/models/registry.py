@@ -11,10 +11,12 @@ import difflib
 from typing import Any
 
 from tempering.errors import UserError
+from tempering.models.audio_encoder import AUDIO_ENCODER
 from tempering.models.encoder import ENCODER
 from tempering.models.family import ModelFamily
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
+from tempering.models.talker import TALKER
 from tempering.models.vision import VISION
 
 FAMILIES: dict[str, ModelFamily] = {
@@ -22,6 +24,8 @@ FAMILIES: dict[str, ModelFamily] = {
     MOE.name: MOE,
     VISION.name: VISION,
     ENCODER.name: ENCODER,
+    AUDIO_ENCODER.name: AUDIO_ENCODER,
+    TALKER.name: TALKER,
 }
 
 

@@ -425,7 +425,9 @@ def _track_best(state: TrainState, split: str, objective: Objective) -> bool:
     """Record a new best when the objective's best metric improves; count evaluations without one."""
     values = state.last_val[split]
     value = values[objective.best_metric.name]
-    if objective.best_metric.improves(value, state.best_value):
+    # A coarse metric (WER stuck at 1.0 early on) ties often: the lower loss breaks the tie.
+    tie_won = value == state.best_value and state.best_val_loss is not None and values["loss"] < state.best_val_loss
+    if objective.best_metric.improves(value, state.best_value) or tie_won:
         state.best_value, state.best_val_loss, state.best_step = value, values["loss"], state.step
         state.evals_without_improvement = 0
         return True

@@ -9,14 +9,18 @@ from __future__ import annotations
 from tempering.errors import UserError
 from tempering.training.captioning import Captioning
 from tempering.training.causal_lm import CausalLM, ChatSft
+from tempering.training.ctc import Ctc
 from tempering.training.objective import Objective
 from tempering.training.preference import Dpo
+from tempering.training.tts import Tts
 
 OBJECTIVES: dict[str, type[Objective]] = {
     CausalLM.name: CausalLM,
     ChatSft.name: ChatSft,
     Dpo.name: Dpo,
     Captioning.name: Captioning,
+    Ctc.name: Ctc,
+    Tts.name: Tts,
 }
 
 

@@ -32,6 +32,7 @@ from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, TrainState, train
 from tempering.training.masked_lm import MaskedLM, prepare_masked_lm, save_run_tokenizer
 from tempering.training.run_dir import prepare_run_dir
+from tempering.training.speech_families import is_speech_family
 from tempering.training.tasks import resolve_task
 
 
@@ -40,6 +41,10 @@ def run_post_train(config: Config, *, cli_checkpoint: str | None = None, restart
     source_path, origin = resolve_source_checkpoint(config, cli_checkpoint)
     console.print(f"source checkpoint: {origin}")
     source = load_checkpoint(source_path)
+    if is_speech_family(source.family):  # the model type comes from the checkpoint: no flag needed
+        from tempering.training.speech import run_speech_post_train
+
+        return run_speech_post_train(config, source, restart=restart)
     config = fill_config_placeholders(config, source_names(source.meta))
     from tempering.training.captioning_run import run_captioning, trains_captions
 

@@ -21,6 +21,7 @@ from tempering.training.length import count_total_steps
 from tempering.training.loop import TrainingSetup, train
 from tempering.training.masked_lm import MaskedLM, prepare_masked_lm, save_run_tokenizer
 from tempering.training.run_dir import prepare_run_dir
+from tempering.training.speech_families import is_speech_family
 from tempering.training.tasks import resolve_task
 
 
@@ -28,6 +29,10 @@ def run_pretrain(config: Config, *, restart: bool = False) -> dict:
     """Pretrain from scratch, or resume the run already in `run.save_dir`."""
     config = fill_config_placeholders(config, {"backbone": config.model.preset})
     family, preset_arch = find_preset(config.model.preset)
+    if is_speech_family(family):
+        from tempering.training.speech import run_speech_pretrain
+
+        return run_speech_pretrain(config, restart=restart)
     if trains_captions(family):  # a vision preset: image captioning
         return run_captioning(config, restart=restart)
     task = resolve_task(config, family, preset_arch)

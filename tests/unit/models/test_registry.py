@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tempering.errors import UserError
+from tempering.models.audio_encoder import AUDIO_ENCODER
 from tempering.models.encoder import ENCODER
 from tempering.models.llama import LLAMA
 from tempering.models.moe import MOE
@@ -14,6 +15,7 @@ from tempering.models.registry import (
     family_of_checkpoint,
     find_preset,
 )
+from tempering.models.talker import TALKER
 from tempering.models.vision import VISION
 
 
@@ -22,7 +24,10 @@ def test_every_decoder_model_type_belongs_to_its_family():
         assert family_for_model_type(model_type) is LLAMA
     assert family_for_model_type("mixtral") is MOE
     assert family_for_model_type("llava") is VISION
-    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION, "encoder": ENCODER}
+    assert family_for_model_type("tempering_audio_encoder") is AUDIO_ENCODER
+    assert family_for_model_type("tempering_talker") is TALKER
+    assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION, "encoder": ENCODER,
+                        "audio_encoder": AUDIO_ENCODER, "talker": TALKER}
 
 
 def test_distilbert_and_bert_belong_to_the_encoder_family():

@@ -1,0 +1,25 @@
+"""Names and shapes of `sequence_encoder`'s tensors, without importing torch (family declarations use them)."""
+
+from __future__ import annotations
+
+
+def encoder_block_tensors(prefix: str, d_model: int, d_ff: int, conv_kernel: int) -> dict[str, tuple[int, ...]]:
+    """Name → shape of one EncoderBlock's tensors under `prefix` (e.g. `encoder.layers.0.`)."""
+    shapes = {f"self_attn.{p}_proj.weight": (d_model, d_model) for p in "qkvo"}
+    shapes.update({"mlp.gate_proj.weight": (d_ff, d_model), "mlp.up_proj.weight": (d_ff, d_model),
+                   "mlp.down_proj.weight": (d_model, d_ff), "input_layernorm.weight": (d_model,),
+                   "post_attention_layernorm.weight": (d_model,)})
+    if conv_kernel:
+        shapes.update({"conv_layernorm.weight": (d_model,), "conv.pointwise_in.weight": (2 * d_model, d_model),
+                       "conv.pointwise_in.bias": (2 * d_model,), "conv.depthwise.weight": (d_model, 1, conv_kernel),
+                       "conv.depthwise.bias": (d_model,), "conv.norm.weight": (d_model,),
+                       "conv.pointwise_out.weight": (d_model, d_model), "conv.pointwise_out.bias": (d_model,)})
+    return {prefix + name: shape for name, shape in shapes.items()}
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    """Elements of a tensor of `shape`."""
+    count = 1
+    for size in shape:
+        count *= size
+    return count
