@@ -261,14 +261,17 @@ def cmd_presets(args: argparse.Namespace) -> None:
     from tempering.models.registry import all_presets
     from tempering.tracking.console import print_table
 
-    presets = all_presets()
-    dimensions = list(dict.fromkeys(key for _, family, arch in presets for key in family.summary(arch)))
-    rows = [[name, family.name, *(family.summary(arch).get(key, "-") for key in dimensions),
-             f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_active_parameters(arch) / 1e6:.2f}M",
-             f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
-            for name, family, arch in presets]
-    print_table("Model presets (parameters counted at each preset's vocab; a run's follows its tokenizer)",
-                ["preset", "family", *dimensions, "params", "active/token", "non-embedding"], rows)
+    by_family: dict[str, list] = {}
+    for name, family, arch in all_presets():
+        by_family.setdefault(family.name, []).append((name, family, arch))
+    print("Model presets (parameters counted at each preset's vocab; a run's follows its tokenizer)")
+    for family_name, presets in by_family.items():  # one table per family: each has its own dimensions
+        dimensions = list(dict.fromkeys(key for _, family, arch in presets for key in family.summary(arch)))
+        rows = [[name, *(family.summary(arch).get(key, "-") for key in dimensions),
+                 f"{family.count_parameters(arch) / 1e6:.2f}M", f"{family.count_active_parameters(arch) / 1e6:.2f}M",
+                 f"{family.count_non_embedding_parameters(arch) / 1e6:.2f}M"]
+                for name, family, arch in presets]
+        print_table(f"{family_name} family", ["preset", *dimensions, "params", "active/token", "non-embedding"], rows)
 
 
 def cmd_runs(args: argparse.Namespace) -> None:

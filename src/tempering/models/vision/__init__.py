@@ -103,7 +103,7 @@ class VisionFamily(ModelFamily):
         """Columns of `temper presets` (the LM's dimensions come from --lm)."""
         return {"image": f"{arch.image_size}px / {arch.patch_size}px patches", "d_model": arch.d_model,
                 "layers": arch.n_layers, "heads": arch.n_heads, "d_ff": arch.d_ff,
-                "context": f"{arch.num_patches} image positions + the --lm decoder"}
+                "context": f"{arch.num_patches} image positions + --lm"}
 
 
 VISION = VisionFamily()
