@@ -237,23 +237,32 @@ def train(setup: TrainingSetup) -> dict:
             evaluated = bool(cfg.eval_steps and state.step % cfg.eval_steps == 0) or epoch_ended \
                 or state.step == setup.total_steps
             improved = False
+            interrupted = False
             if evaluated and setup.val_sets:
                 eval_started = time.perf_counter()
-                state.last_val = _evaluate(setup, amp)
+                # A signal abandons the evaluation (the checkpoint below comes within one batch), except
+                # the last one: a resumed run would not evaluate again before writing final/.
+                val = _evaluate(setup, amp, stop if state.step < setup.total_steps else None)
                 eval_s = time.perf_counter() - eval_started
                 window.start += eval_s  # tokens/s counts training time only
                 telemetry.exclude(eval_s)
-                _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
-                improved = _track_best(state, setup.best_split, setup.objective)
-                progress.print(f"step {state.step}: " + _val_line(state.last_val, best.name)
-                               + ("  ★ new best" if improved else ""))
-                if improved:
-                    save("best", state)
+                interrupted = val is None
+                if interrupted:
+                    metrics.write({"event": "eval_interrupted", "step": state.step})
+                    progress.print(f"step {state.step}: evaluation interrupted by a signal; checkpointing")
+                else:
+                    state.last_val = val
+                    _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
+                    improved = _track_best(state, setup.best_split, setup.objective)
+                    progress.print(f"step {state.step}: " + _val_line(state.last_val, best.name)
+                                   + ("  ★ new best" if improved else ""))
+                    if improved:
+                        save("best", state)
             if epoch_ended:
                 train_loss = (epoch_loss / max(epoch_units, 1)).item()
-                progress.print(_epoch_line(epoch_before + 1, train_loss, state.last_val if evaluated else {}, improved,
-                                            best.name,
-                                            setup.objective.perplexity))
+                progress.print(_epoch_line(epoch_before + 1, train_loss,
+                                           state.last_val if evaluated and not interrupted else {}, improved,
+                                           best.name, setup.objective.perplexity))
                 epoch_loss.zero_()
                 epoch_units = 0
 
@@ -444,14 +453,23 @@ def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFa
     return restored
 
 
-def _evaluate(setup: TrainingSetup, amp) -> dict[str, dict]:
-    """Every validation split; every rank evaluates all of it (FSDP needs every rank in each forward)."""
+def _evaluate(setup: TrainingSetup, amp, stop: StopSignals | None = None) -> dict[str, dict] | None:
+    """Every validation split; every rank evaluates all of it (FSDP needs every rank in each forward).
+
+    With `stop`, a signal (on any rank, agreed before every batch) abandons the pass: None.
+    """
     cfg = setup.config.training
     module = setup.assembly.module
-    call = module if module is not None and setup.assembly.parallel.strategy == "fsdp" else None
-    return {split: evaluate(setup.model, sets, setup.objective, batch_size=cfg.batch_size, device=setup.device,
-                            max_batches=cfg.eval_max_batches, autocast=amp, call=call)
-            for split, sets in setup.val_sets.items()}
+    parallel = setup.assembly.parallel
+    call = module if module is not None and parallel.strategy == "fsdp" else None
+    interrupted = (lambda: parallel.any(stop.requested(), setup.device)) if stop is not None else None
+    values = {}
+    for split, sets in setup.val_sets.items():
+        values[split] = evaluate(setup.model, sets, setup.objective, batch_size=cfg.batch_size, device=setup.device,
+                                 max_batches=cfg.eval_max_batches, autocast=amp, call=call, interrupted=interrupted)
+        if values[split] is None:
+            return None
+    return values
 
 
 def _write_val(metrics: RecordFanOut, state: TrainState, batches_per_epoch: int, unit: str) -> None:

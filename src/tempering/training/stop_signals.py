@@ -1,7 +1,8 @@
 """Stop on request without losing work: SIGTERM, SIGUSR1 or SIGHUP make the run checkpoint and exit.
 
 Schedulers (SLURM, Kubernetes) and `kill` send these before they stop a job. The handler
-only sets a flag; the loop checks it at each optimizer-step boundary, writes a checkpoint,
+only sets a flag; the loop checks it at each optimizer-step boundary (and before every
+validation batch, abandoning that evaluation), writes a checkpoint,
 and ends with `Preempted` (exit status 75), so at most the step in flight is redone when the
 same command runs again. Handlers are installed only in the main thread (Python's rule)
 and the previous ones are put back afterwards.

@@ -18,7 +18,7 @@ from tempering.training.objective import Objective
 def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: int, device: torch.device,
              max_batches: int | None = None,
              autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-             call: Callable | None = None) -> dict:
+             call: Callable | None = None, interrupted: Callable[[], bool] | None = None) -> dict | None:
     """Unit-weighted mean loss (and perplexity where it means something) over every batch of every set, in order.
 
     A set is anything with `eval_batches(batch_size)` yielding numpy batch dicts;
@@ -27,6 +27,8 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
     `pairs`, ...), the objective's extra metrics as means per unit, and the metrics of its
     `split_metric` over every batch (entity F1, ...). `call(batch, predict=...)`, when given,
     runs the objective through FSDP's wrapped module instead of on `model` directly.
+    `interrupted()` is asked before every batch (a stop signal); when it says yes the pass is
+    abandoned and None returned, so a preempted run checkpoints within one batch, not one split.
     """
     was_training = model.training
     model.eval()
@@ -38,6 +40,9 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
         for index, batch in enumerate(eval_set.eval_batches(batch_size)):
             if max_batches is not None and index >= max_batches:
                 break
+            if interrupted is not None and interrupted():
+                model.train(was_training)
+                return None
             tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if isinstance(v, np.ndarray)}
             with autocast():
                 if split_metric is None:
