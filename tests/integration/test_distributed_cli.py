@@ -1,6 +1,6 @@
 """Data-parallel training through the real CLI under `torchrun` (gloo on CPU): DDP and FSDP2 train
 the same steps as one process with the same global batch, and resume after a rank is killed — at
-the same world size bit-exactly, at another within 1e-3.
+the same world size bit-exactly, at another within 1e-3 (FSDP's periodic checkpoints are DCP shards).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 
 STEPS = 10
 # The global batch is 16 sequences: one process accumulates 4 micro-batches of 4, two ranks 2 each.
-GLOBAL_BATCH = [f"--max-steps={STEPS}", "training.effective_batch_size=16", "training.eval_steps=5"]
+# fp32: the tolerances below are fp32's (precision auto would pick bf16 on CPUs with AMX).
+GLOBAL_BATCH = [f"--max-steps={STEPS}", "training.effective_batch_size=16", "training.eval_steps=5",
+                "--precision", "fp32"]
 
 
 def launch(workspace: Path, save_dir: Path, processes: int, *extra: str, check: bool = True):
@@ -84,15 +86,22 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(workspace, si
     assert json.loads((run / "final" / "meta.json").read_text())["world_size"] == 2
 
 
-def test_a_killed_rank_resumes_bit_exactly_at_the_same_world_size(workspace, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_killed_rank_resumes_bit_exactly_at_the_same_world_size(workspace, tmp_path, strategy):
     uninterrupted, crashed = tmp_path / "whole", tmp_path / "crashed"
-    launch(workspace, uninterrupted, 2, "training.save_steps=4")
-    killed = launch(workspace, crashed, 2, "training.save_steps=4", "debug.kill_at_step=6", "debug.kill_rank=1",
-                    check=False)
+    # No evaluation before the kill, so the resume starts from the periodic step-4 checkpoint, not best/.
+    settings = ["training.save_steps=4", "training.eval_steps=10", f"training.strategy={strategy}"]
+    launch(workspace, uninterrupted, 2, *settings)
+    killed = launch(workspace, crashed, 2, *settings, "debug.kill_at_step=6", "debug.kill_rank=1", check=False)
     assert killed.returncode != 0
     assert not (crashed / "final").exists()
     assert max(step_losses(crashed)) in (5, 6)  # rank 1 died after step 6; rank 0 stalls at step 7
-    launch(workspace, crashed, 2, "training.save_steps=4")
+    periodic = crashed / "checkpoints" / "step-00000004"
+    # FSDP: each rank wrote its own shards (DCP), nothing gathered; DDP: one consolidated file.
+    assert (periodic / "sharded" / ".metadata").is_file() == (strategy == "fsdp")
+    assert (periodic / "model.safetensors").is_file() == (strategy == "ddp")
+    resumed = launch(workspace, crashed, 2, *settings)
+    assert f"resuming from {periodic} at step 4/" in resumed.stdout + resumed.stderr
     assert step_losses(crashed) == step_losses(uninterrupted)
     reference = final_weights(uninterrupted)
     for name, tensor in final_weights(crashed).items():
@@ -102,13 +111,16 @@ def test_a_killed_rank_resumes_bit_exactly_at_the_same_world_size(workspace, tmp
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
 def test_resume_at_another_world_size_keeps_the_loss_curve(workspace, single_run, tmp_path, before, after):
     run = tmp_path / f"{before}to{after}"
-    strategy = {1: "single", 2: "fsdp" if before == 2 else "ddp"}
-    launch(workspace, run, before, "training.save_steps=4", "debug.kill_at_step=6",
+    strategy = {1: "single", 2: "fsdp"}
+    # No evaluation before the kill: the resume reads the periodic step-4 checkpoint (2 -> 1: FSDP's shards).
+    launch(workspace, run, before, "training.save_steps=4", "training.eval_steps=10", "debug.kill_at_step=6",
            f"training.strategy={strategy[before]}", check=False)
     assert not (run / "final").exists()
-    result = launch(workspace, run, after, "training.save_steps=4", f"training.strategy={strategy[after]}")
+    assert (run / "checkpoints" / "step-00000004" / "sharded").is_dir() == (before == 2)
+    result = launch(workspace, run, after, "training.save_steps=4", "training.eval_steps=10",
+                    f"training.strategy={strategy[after]}")
     output = result.stdout + result.stderr
-    assert "resuming from" in output and "at step 5/" in output, output  # best/ at the step-5 evaluation
+    assert "resuming from" in output and "at step 4/" in output, output
     assert_losses_close(run, single_run, rel=1e-3)
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 from tempering.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
+SHARDED_DIR = "sharded"  # an FSDP run's periodic checkpoint: DCP shards of model and optimizer (checkpoint/sharded.py)
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 META_FILE = "meta.json"

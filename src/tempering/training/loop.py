@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,11 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from tempering.checkpoint.atomic import TMP_PREFIX
 from tempering.checkpoint.io import load_checkpoint, save_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
-from tempering.checkpoint.paths import INFERENCE_DIR, step_dir_name
+from tempering.checkpoint.paths import INFERENCE_DIR, PERIODIC_DIR, SHARDED_DIR, step_dir_name
 from tempering.checkpoint.resolution import cache_file_path, run_id_of
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
+from tempering.checkpoint.sharded import load_sharded, save_sharded
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.json_files import write_json_atomic
@@ -391,9 +394,12 @@ def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState | No
 
 def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     checkpoint = load_checkpoint(path)
-    setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
     trainer_state = checkpoint.load_trainer_state()
-    setup.optimizer.load_state_dict(sharded_optimizer_state(trainer_state["optimizer"], setup.optimizer))
+    if checkpoint.is_sharded:  # an FSDP run's periodic checkpoint: DCP reshards it to this run's ranks
+        load_sharded(setup.model, setup.optimizer, checkpoint.path / SHARDED_DIR)
+    else:
+        setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
+        setup.optimizer.load_state_dict(sharded_optimizer_state(trainer_state["optimizer"], setup.optimizer))
     rank, rngs = setup.assembly.parallel.rank, trainer_state.get("rng_ranks") or [trainer_state["rng"]]
     if rank < len(rngs):
         restore_rng_state(rngs[rank])
@@ -512,9 +518,20 @@ def _write_checkpoint(setup: TrainingSetup, manager: CheckpointManager, metrics:
             "val_loss": val.get("loss"), "val_ppl": val.get("ppl"),
             "stage": setup.config.stage, "learning_rate": setup.config.training.learning_rate}
     parallel = setup.assembly.parallel
-    # Collectives first, on every rank alike: FSDP shards gathered whole, each rank's RNG state.
-    weights = setup.assembly.checkpoint_weights(kind)
-    optimizer_state = full_state(setup.optimizer.state_dict())
+    # Collectives first, on every rank alike. An FSDP run's periodic checkpoint: each rank writes its
+    # own shards (DCP) into a temporary folder that rank 0 moves into the checkpoint; otherwise the
+    # FSDP shards are gathered whole (best/ and final/ hold a model.safetensors transformers loads).
+    if kind == "periodic" and parallel.strategy == "fsdp" and setup.assembly.adapter is None:
+        shards = setup.run_dir / PERIODIC_DIR / f"{TMP_PREFIX}sharded-{step_dir_name(state.step)}"
+        if parallel.is_main:
+            shutil.rmtree(shards, ignore_errors=True)
+            shards.mkdir(parents=True)
+        parallel.barrier()
+        save_sharded(setup.model, setup.optimizer, shards)
+        weights, optimizer_state = {"weights": None, "sharded_dir": shards}, None
+    else:
+        weights = setup.assembly.checkpoint_weights(kind)
+        optimizer_state = full_state(setup.optimizer.state_dict())
     rngs = parallel.gather(capture_rng_state())
     if not parallel.is_main:
         parallel.barrier()  # rank 0 writes; every rank leaves the save together
