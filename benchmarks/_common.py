@@ -43,7 +43,11 @@ def matmul_flops_per_s(size: int = 2048, repeats: int = 10, dtype: torch.dtype =
 
 def flops_per_token(preset: str, vocab_size: int, seq_len: int) -> float:
     """Training FLOPs per token: 6·N (matmul parameters) + 12·L·d·T (attention)."""
-    arch = find_preset(preset)[1].with_overrides(vocab_size=vocab_size)
+    return flops_per_token_of(find_preset(preset)[1].with_overrides(vocab_size=vocab_size), seq_len)
+
+
+def flops_per_token_of(arch, seq_len: int) -> float:
+    """Training FLOPs per token of a Llama-style architecture: 6·N (matmul parameters) + 12·L·d·T (attention)."""
     head_dim = arch.head_dim
     per_layer = arch.d_model * head_dim * (2 * arch.n_heads + 2 * arch.n_kv_heads) + 3 * arch.d_model * arch.d_ff
     matmul_params = arch.n_layers * per_layer + arch.vocab_size * arch.d_model  # + output head

@@ -109,7 +109,7 @@ TRAINING_FLAGS = [
     Flag("--save-steps", "training.save_steps", int, "N"),
     Flag("--early-stopping-patience", "training.early_stopping_patience", int, "N"),
     Flag("--device", "training.device", str, "auto|cpu|cuda|mps"),
-    Flag("--precision", "training.precision", str, "fp32|bf16|fp16"),
+    Flag("--precision", "training.precision", str, "auto|fp32|bf16|fp16"),
     Flag("--compile", "training.compile", is_switch=True,
          help="Always torch.compile the training step (default auto: only fixed-shape runs of 1000+ steps; "
               "see training.compile)."),
@@ -228,8 +228,11 @@ def _split_paths_and_overrides(args: argparse.Namespace, attr: str) -> None:
 def _load(args: argparse.Namespace, flags: list[Flag], stage: str, extra: tuple | list = ()):
     """The config: file, then the stage and `extra`, then flags, then explicit overrides."""
     from tempering.config import load_config
+    from tempering.offline import apply_offline_switches
 
-    return load_config(args.config, [f"stage={stage}", *extra, *_overrides_from(args, flags)])
+    config = load_config(args.config, [f"stage={stage}", *extra, *_overrides_from(args, flags)])
+    apply_offline_switches(config.offline)
+    return config
 
 
 # ---------------------------------------------------------------- commands
@@ -570,6 +573,15 @@ def cmd_dpo(args: argparse.Namespace) -> None:
     run_dpo(_load(args, DPO_FLAGS, "dpo"), cli_checkpoint=args.checkpoint, restart=args.restart)
 
 
+def cmd_submit(args: argparse.Namespace) -> None:
+    """Submit the config's stage to SLURM as a batch job that requeues itself until training ends."""
+    from tempering.config import load_config
+    from tempering.slurm.submit import submit
+
+    _split_paths_and_overrides(args, "data")
+    submit(load_config(args.config, _overrides_from(args, SUBMIT_FLAGS)), dry_run=args.dry_run)
+
+
 def cmd_inspect_data(args: argparse.Namespace) -> None:
     """Render chat examples as the model sees them."""
     from tempering.checkpoint.io import load_checkpoint
@@ -719,6 +731,26 @@ def build_parser() -> argparse.ArgumentParser:
         _add_restart(stage)
         _add_config_arguments(stage, flags)
         stage.set_defaults(func=func)
+
+    submit = commands.add_parser(
+        "submit", help="Run a config on a SLURM cluster: an sbatch job that checkpoints before its wall time, "
+                       "requeues itself and resumes until training ends.",
+        description="Resolve the config (its `stage` key picks pretrain, post_train, sft or dpo), write it to "
+                    "RUN_DIR/slurm/config.yaml and an sbatch script built from the slurm.* keys to "
+                    "RUN_DIR/slurm/job.sh, and sbatch it; prints the job id. The job runs srun + torchrun on "
+                    "slurm.num_nodes nodes (slurm.processes_per_node each). slurm.signal_time_seconds before "
+                    "slurm.wall_time, training writes a checkpoint and the job requeues itself (or, where that "
+                    "is refused, submits a copy that starts after it); the next job resumes from that "
+                    "checkpoint. A crash is resubmitted up to slurm.max_failures times (counted in "
+                    "RUN_DIR/slurm/failure_count, reset by each submit), then the job stops with the reason in "
+                    "RUN_DIR/slurm/slurm-JOBID.out and .err. Exit status 2 when sbatch is missing or refuses "
+                    "the job.")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="Print the job script; write nothing and submit nothing (sbatch not needed).")
+    submit.add_argument("--data", nargs="+", action="extend", metavar="PATH",
+                        help="Training data: shard dirs or raw files/dirs/globs (repeatable) [data.datasets].")
+    _add_config_arguments(submit, SUBMIT_FLAGS)
+    submit.set_defaults(func=cmd_submit)
 
     inspect = commands.add_parser("inspect-data", help="Show chat examples as the model will see them, trained "
                                   "spans highlighted, with length, truncation and packing statistics.")
@@ -873,6 +905,7 @@ CHECKPOINT_HELP = ("A checkpoint dir, or a run dir (its best/, else final/, else
 
 PRETRAIN_FLAGS = TRAINING_FLAGS + [TRAIN_ONLY_FLAG, *EXPERT_FLAGS, TASK_FLAG, OBJECTIVE_FLAG,
                                    Flag("--lm", "vision.lm", str, "CHECKPOINT"), ASR_CHECKPOINT_FLAG]
+SUBMIT_FLAGS = [Flag("--save-dir", "run.save_dir", str, "DIR")]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -911,11 +944,21 @@ def main(argv: list[str] | None = None) -> None:
         args.overrides = list(args.overrides or []) + late_overrides
     try:
         args.func(args)
+        _leave_process_group()
     except BrokenPipeError:  # `temper config schema | head`: the reader left, not an error
         sys.stderr.close()
         sys.exit(0)
     except (Exception, KeyboardInterrupt) as exc:
         sys.exit(report_failure(exc))
+
+
+def _leave_process_group() -> None:
+    """End a torchrun / srun process group cleanly once the command is done."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def report_failure(exc: BaseException) -> int:

@@ -409,3 +409,22 @@ def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(workspace, tm
     resumed = run_temper(*args, check=True)
     assert f"resuming from {saved} at step {event['step']}/120" in resumed.stderr
     assert json.loads((run / "summary.json").read_text())["final_step"] == 120
+
+
+def test_a_stop_asked_for_during_evaluation_abandons_it_and_checkpoints(workspace, tmp_path):
+    from tempering.tracking.metrics import read_metrics
+
+    run, stop_file = tmp_path / "run", tmp_path / "stop"
+    stop_file.touch()  # already there at step 1, whose evaluation comes before the step-boundary check
+    args = pretrain_args(workspace, run, "--max-steps", "6", "--eval-steps", "1", "training.save_steps=100")
+    stopped = run_temper(*args, env={"TEMPERING_STOP_FILE": str(stop_file)})
+    assert stopped.returncode == 75, stopped.stderr
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records if r.get("event") == "eval_interrupted"] == [1]
+    assert not [r for r in records if r.get("split") == "val" and r["step"] == 1]  # no half-split result
+    assert (run / "checkpoints" / "step-00000001" / "trainer_state.pt").is_file()
+    assert "step 1: evaluation interrupted by a signal; checkpointing" in stopped.stderr
+    stop_file.unlink()
+    resumed = run_temper(*args, env={"TEMPERING_STOP_FILE": str(stop_file)}, check=True)
+    assert "at step 1/6" in resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["final_step"] == 6

@@ -17,8 +17,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from tempering.checkpoint.paths import OLD_PREFIX, PERIODIC_DIR
+from tempering.checkpoint.paths import INFERENCE_DIR, OLD_PREFIX, PERIODIC_DIR
 from tempering.errors import UserError
+from tempering.ranks import is_main_process
 
 TMP_PREFIX = ".tmp-"
 DEL_PREFIX = ".del-"
@@ -88,10 +89,13 @@ def remove_dir_atomically(path: Path) -> None:
 def recover_interrupted_saves(run_dir: Path) -> list[str]:
     """Repair what a killed save left in a run dir; return one line per repair.
 
-    Call at startup, before any save, while no other process writes to this run dir.
+    Call at startup, before any save, while no other process writes to this run dir. Under a
+    launcher only rank 0 repairs (the others must not race it).
     """
+    if not is_main_process():
+        return []
     repairs = []
-    for folder in (Path(run_dir), Path(run_dir) / PERIODIC_DIR):
+    for folder in (Path(run_dir), Path(run_dir) / PERIODIC_DIR, Path(run_dir) / INFERENCE_DIR):
         if folder.is_dir():
             repairs += _recover_folder(folder)
     return repairs

@@ -32,6 +32,7 @@ from tempering.checkpoint.paths import (
     CONFIG_FILE,
     GENERATION_CONFIG_FILE,
     META_FILE,
+    SHARDED_DIR,
     TOKENIZER_FILES,
     TRAINER_STATE_FILE,
     WEIGHTS_FILE,
@@ -100,7 +101,11 @@ class Checkpoint:
         return self.path if (self.path / TOKENIZER_FILES[0]).is_file() else None
 
     def load_weights(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """Read model.safetensors into a name → tensor dict on `device`."""
+        """Read model.safetensors (or an FSDP run's sharded/ state) into a name → tensor dict on `device`."""
+        if self.is_sharded:
+            from tempering.checkpoint.sharded import read_sharded_weights
+
+            return read_sharded_weights(self.path / SHARDED_DIR, device=str(device))
         file = self.path / WEIGHTS_FILE
         try:
             return load_file(file, device=str(device))
@@ -110,7 +115,12 @@ class Checkpoint:
     @property
     def has_weights(self) -> bool:
         """Whether the checkpoint holds the full model (a LoRA periodic checkpoint holds only its adapter)."""
-        return (self.path / WEIGHTS_FILE).is_file()
+        return (self.path / WEIGHTS_FILE).is_file() or self.is_sharded
+
+    @property
+    def is_sharded(self) -> bool:
+        """Whether model and optimizer state are DCP shards (an FSDP run's periodic checkpoint), not safetensors."""
+        return not (self.path / WEIGHTS_FILE).is_file() and (self.path / SHARDED_DIR).is_dir()
 
     @property
     def adapter_dir(self) -> Path | None:
@@ -167,6 +177,7 @@ def save_checkpoint(
     on_partial_write: Callable[[], None] | None = None,
     adapter: tuple[dict[str, torch.Tensor], dict] | None = None,
     adapter_in_subdir: bool = False,
+    sharded_dir: Path | None = None,
 ) -> Path:
     """Write a complete checkpoint directory at target atomically, replacing any existing one.
 
@@ -180,9 +191,11 @@ def save_checkpoint(
     adapter's (tensors, adapter_config.json), written beside the weights, or in adapter/ when
     `adapter_in_subdir` (never beside model.safetensors, where transformers would apply it on
     load); `weights` may then be None (a periodic LoRA checkpoint holds the adapter only).
+    `sharded_dir` is a DCP directory every rank has already written (an FSDP run's periodic
+    checkpoint, see `checkpoint/sharded.py`): it is moved in as sharded/, in place of weights.
     """
-    if weights is None and adapter is None:
-        raise ValueError("a checkpoint needs weights or an adapter")
+    if weights is None and adapter is None and sharded_dir is None:
+        raise ValueError("a checkpoint needs weights, an adapter or sharded state")
     target = Path(target)
     meta = _complete_meta(meta)
     if trainer_state is not None:
@@ -194,6 +207,8 @@ def save_checkpoint(
     def write(folder: Path) -> None:
         if weights is not None:
             _write_weights(folder / WEIGHTS_FILE, weights)
+        if sharded_dir is not None:
+            os.replace(sharded_dir, folder / SHARDED_DIR)
         if adapter is not None:
             adapter_folder = folder / ADAPTER_DIR if adapter_in_subdir else folder
             adapter_folder.mkdir(exist_ok=True)
@@ -224,11 +239,16 @@ def load_checkpoint(path: str | Path, select: Select = "best") -> Checkpoint:
     """Resolve path (checkpoint or run dir) and validate the checkpoint's files and headers."""
     folder = resolve_checkpoint(path, select)
     adapter_only = not (folder / WEIGHTS_FILE).exists() and (folder / ADAPTER_WEIGHTS_FILE).is_file()
+    sharded = not (folder / WEIGHTS_FILE).exists() and (folder / SHARDED_DIR).is_dir()
     for name in REQUIRED_FILES:
-        if not (folder / name).is_file() and not (adapter_only and name == WEIGHTS_FILE):
+        if not (folder / name).is_file() and not ((adapter_only or sharded) and name == WEIGHTS_FILE):
             raise UserError(f"checkpoint {folder} is incomplete: {name} is missing")
     hf_config = read_json_object(folder / CONFIG_FILE)
     meta = read_meta(folder)
+    if sharded:
+        if not (folder / SHARDED_DIR / ".metadata").is_file():
+            raise UserError(f"checkpoint {folder / SHARDED_DIR} is incomplete: its .metadata is missing")
+        return Checkpoint(path=folder, hf_config=hf_config, meta=meta)
     weights_file = folder / (ADAPTER_WEIGHTS_FILE if adapter_only else WEIGHTS_FILE)
     try:
         with safe_open(weights_file, framework="pt"):

@@ -12,6 +12,7 @@ from typing import Literal
 from tempering.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
+SHARDED_DIR = "sharded"  # an FSDP run's periodic checkpoint: DCP shards of model and optimizer (checkpoint/sharded.py)
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 META_FILE = "meta.json"
@@ -30,6 +31,7 @@ TOKENIZER_FILES = (
 )
 
 PERIODIC_DIR = "checkpoints"
+INFERENCE_DIR = "inference_checkpoints"  # weights, config, tokenizer only: for evaluation and serving, never resumed
 BEST_DIR = "best"
 FINAL_DIR = "final"
 # A checkpoint being replaced is parked under this prefix (see atomic.py); readers may use it

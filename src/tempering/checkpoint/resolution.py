@@ -44,6 +44,7 @@ from tempering.checkpoint.paths import (
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.models.registry import family_of_checkpoint
+from tempering.ranks import is_main_process
 from tempering.tokenizer import load_tokenizer
 from tempering.tracking.console import console
 
@@ -154,7 +155,9 @@ def cache_file_path(config: Config, environ: Mapping[str, str] = os.environ) -> 
 
 def record_run(config: Config, save_dir: Path, summary: dict,
                environ: Mapping[str, str] = os.environ) -> None:
-    """Write the previous-run cache atomically; a failure only warns, it never fails the run."""
+    """Write the previous-run cache atomically (rank 0 under a launcher); a failure only warns, never fails the run."""
+    if not is_main_process():
+        return
     final_meta = Path(save_dir) / "final" / META_FILE
     backbone = source_names(read_meta(final_meta.parent)).get("backbone") if final_meta.is_file() else None
     record = {

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tempering.config.run_location import settle_run_location
 from tempering.config.schema import Config
 from tempering.errors import UserError
 
@@ -73,7 +74,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         keys = _parse_key(key, item)
         _set_path(raw, keys, _parse_value(value), item)
         source.overrides[keys] = item
-    return _validate(raw, source)
+    _accept_top_level_run_name(raw, source)
+    return settle_run_location(_validate(raw, source))
+
+
+def _accept_top_level_run_name(raw: dict, source: _Source) -> None:
+    """`run_name: X` at the top level, as one-YAML SFT/DPO frameworks write it, means `run.name: X`."""
+    if "run_name" not in raw:
+        return
+    name = raw.pop("run_name")
+    run = raw.setdefault("run", {})
+    if isinstance(run, dict):
+        if run.get("name") not in (None, name):
+            where = source.describe(("run_name",)) or "config"
+            raise UserError(f"{where}: run_name ({name!r}) and run.name ({run['name']!r}) disagree; keep one")
+        run["name"] = name
+        if ("run_name",) in source.lines:
+            source.lines[("run", "name")] = source.lines[("run_name",)]
 
 
 def _read_yaml(file: Path, source: _Source) -> dict:

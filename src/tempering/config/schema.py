@@ -13,6 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tempering.errors import UserError
+from tempering.ranks import world_size
+
 
 class Section(BaseModel):
     """Base for config sections: unknown keys are errors, assignments are validated."""
@@ -23,8 +26,8 @@ class Section(BaseModel):
 class RunConfig(Section):
     """Where the run writes and how it is named."""
 
-    name: str = Field("run", description="Run name; fills {run_name} placeholders.")
-    save_dir: Path | None = Field(None, description="Run directory: config.yaml, metrics.jsonl, checkpoints/, best/, final/.")
+    name: str = Field("run", description="Run name (a top-level run_name in a config file means the same): names the run directory under paths.output_base and fills {run_name} placeholders. When not given: the save dir's folder name, else made from the stage, the preset or source model and the dataset names (pretrain-tiny-prose).")
+    save_dir: Path | None = Field(None, description="Run directory: config.yaml, metrics.jsonl, checkpoints/, best/, final/. Default: paths.output_base/run.name (paths.debug_base/run.name with debug.enabled) when paths.output_base is set.")
     seed: int = Field(1337, ge=0, le=2**63 - 1, description="Seed for initialisation, data order and sampling; a run is a function of (config, data, seed).")
 
 
@@ -90,6 +93,12 @@ class DataConfig(Section):
         return ratio, self.random_seed if self.random_seed is not None else run_seed
 
 
+class FsdpConfig(Section):
+    """FSDP2 (training.strategy=fsdp): how parameters are sharded between steps."""
+
+    reshard_after_forward: bool = Field(True, description="Free the gathered parameters after each block's forward and gather them again for backward: ZeRO-3-like, least memory (DeepSpeed zero3). false keeps them until backward: ZeRO-2-like, less communication (DeepSpeed zero2).")
+
+
 class TrainingConfig(Section):
     """The optimisation loop: length, batch, optimiser, schedule, eval, save, device."""
 
@@ -119,7 +128,10 @@ class TrainingConfig(Section):
     early_stopping_patience: int = Field(0, ge=0, description="Stop after this many evaluations without a val-loss improvement (0 disables).")
     max_recoveries: int = Field(3, ge=0, description="Non-finite loss recoveries allowed before the run stops.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; auto picks cuda, then mps, then cpu.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Compute precision (bf16/fp16 via autocast).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Compute precision (bf16/fp16 via autocast; weights and optimizer state stay fp32). auto: bf16 where the device computes it natively (CUDA with bf16, CPUs with AMX / AVX-512 BF16), else fp32; the choice is frozen into the run's config.yaml, so a resume on other hardware keeps it.")
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = Field("auto", description="single process, or data-parallel under torchrun/srun: ddp (DistributedDataParallel) or fsdp (FSDP2, sharded); auto = single without a launcher, ddp with one. batch_size is per process: the global batch is batch_size x grad_accum x processes.")
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig, description="FSDP2 settings (training.strategy=fsdp).")
+    distributed_timeout_minutes: float = Field(30, gt=0, description="Under torchrun/srun: how long a collective (a step's all-reduce, a checkpoint save) waits for a process that stopped answering before the run fails with a clear error; the previous checkpoint stays intact.")
     compile: bool | Literal["auto"] = Field("auto", description="torch.compile the training step: true, false, or auto (compile fixed-shape pretraining and post-training runs of 1000+ steps on CPU with a C++ compiler, or CUDA). A compile error falls back to eager with a warning.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     best_metric: Literal["new", "original", "exact_match"] = Field("new", description="Post-training: which validation set (val:new or val:original) drives best/ and early stopping; exact_match: the greedy captions' exact-match rate instead of the loss (vision).")
@@ -157,11 +169,20 @@ class TrainingConfig(Section):
 
     @property
     def accumulation_steps(self) -> int:
-        """Micro-batches per optimizer step, derived from the batch keys."""
+        """Micro-batches per optimizer step on each process, derived from the batch keys.
+
+        `effective_batch_size` is the global batch: with N processes (torchrun), each accumulates
+        effective / (batch_size x N) micro-batches, so the same config trains the same steps at
+        any process count.
+        """
         if self.grad_accum is not None:
             return self.grad_accum
         if self.effective_batch_size is not None:
-            return self.effective_batch_size // self.batch_size
+            per_step = self.batch_size * world_size()
+            if self.effective_batch_size % per_step:
+                raise UserError(f"training.effective_batch_size ({self.effective_batch_size}) must be a multiple of "
+                                f"training.batch_size x processes ({self.batch_size} x {world_size()})")
+            return self.effective_batch_size // per_step
         return 1
 
 
@@ -324,11 +345,60 @@ class PrepConfig(Section):
         return self
 
 
-class DebugConfig(Section):
-    """Switches for testing the engine's fault handling."""
+class PathsConfig(Section):
+    """Where runs go when no --save-dir is given."""
 
+    output_base: Path | None = Field(None, description="Parent folder of runs: a run without run.save_dir writes to output_base/run.name.")
+    debug_base: Path | None = Field(None, description="Parent folder of debug runs (debug.enabled); default output_base/debug.")
+
+
+class CheckpointingConfig(Section):
+    """Extra checkpoints besides the resumable ones (training.save_steps)."""
+
+    inference_checkpoint_steps: int | None = Field(None, description="Every N steps write inference_checkpoints/step-N/: weights, config.json, tokenizer and generation config only (no optimizer state), loadable by transformers. null or <= 0: none, and no folder.")
+
+
+class SlurmConfig(Section):
+    """`temper submit`: the sbatch job that runs this config on a SLURM cluster."""
+
+    partition: str | None = Field(None, description="Partition (sbatch --partition); the cluster's default when null.")
+    num_nodes: int = Field(1, ge=1, description="Nodes (sbatch --nodes); torchrun starts on each.")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (sbatch --gpus-per-node); one training process per GPU.")
+    processes_per_node: int | None = Field(None, ge=1, description="Training processes per node; default gpus_per_node, or 1 on CPU nodes.")
+    cpus_per_gpu: int | None = Field(None, ge=1, description="CPU cores per GPU (sbatch --cpus-per-gpu); on CPU nodes, cores per process.")
+    wall_time: str = Field("24:00:00", description="Time limit per job (sbatch --time: [D-]HH:MM:SS, or MM in quotes); the run checkpoints and requeues itself before it.")
+    signal_time_seconds: int = Field(300, ge=1, description="Seconds before the wall time at which SLURM sends SIGUSR1: the run checkpoints, exits and requeues.")
+    max_failures: int = Field(3, ge=0, description="Crashes (exit not caused by the signal) resubmitted before the job gives up.")
+    job_name: str | None = Field(None, description="Job name (sbatch --job-name); default the run name.")
+    extra_sbatch: list[str] = Field(default_factory=list, description="Extra #SBATCH lines, e.g. ['--account=proj', '--qos=high'].")
+    setup: list[str] = Field(default_factory=list, description="Shell lines run before training, e.g. ['module load cuda', 'source .venv/bin/activate'].")
+    master_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port on the first node.")
+    python: str | None = Field(None, description="Python that runs training on the nodes (default: the one running temper submit; python to take it from PATH after slurm.setup).")
+
+    @field_validator("wall_time", mode="before")
+    @classmethod
+    def _wall_time_text(cls, value):
+        # Unquoted, YAML 1.1 reads 24:00:00 as 86400 (seconds): read such numbers back. A smaller one
+        # may be sbatch's bare minutes or YAML's MM:SS, so it must be quoted.
+        if isinstance(value, bool) or not isinstance(value, int):
+            return value
+        if value < 3600:
+            raise ValueError(f"slurm.wall_time must be text in quotes, e.g. \"30\" (minutes) or \"45:00\"; "
+                             f"YAML read the number {value}")
+        days, rest = divmod(value, 86400)
+        clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+        return f"{days}-{clock}" if days else clock
+
+
+class DebugConfig(Section):
+    """Switches for testing the engine's fault handling, and debug runs."""
+
+    enabled: bool = Field(False, description="A debug run: written under paths.debug_base instead of paths.output_base.")
+    override_existing: bool = Field(False, description="With debug.enabled: wipe an existing debug run of the same name instead of resuming it (never a non-debug run).")
     inject_nan_at_step: int | None = Field(None, gt=0, description="Make the loss non-finite at this step, once, to exercise recovery.")
     kill_during_save_at_step: int | None = Field(None, gt=0, description="SIGKILL the process halfway through writing this step's checkpoint, to exercise crash safety.")
+    kill_at_step: int | None = Field(None, gt=0, description="SIGKILL one process (rank debug.kill_rank) right after this optimizer step, before any save: a crash mid-run.")
+    kill_rank: int = Field(0, ge=0, description="Which rank debug.kill_at_step kills (0 without a launcher).")
 
 
 TASK_ALIASES = {"ner": "token_classification", "mlm": "masked_lm", "clm": "causal_lm"}
@@ -381,6 +451,10 @@ class Config(Section):
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Fault-injection switches.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers (TensorBoard, MLflow, W&B) and system telemetry.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+    paths: PathsConfig = Field(default_factory=PathsConfig, description="Where runs go without --save-dir.")
+    checkpointing: CheckpointingConfig = Field(default_factory=CheckpointingConfig, description="Inference checkpoints.")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig, description="SLURM submission (temper submit).")
+    offline: bool = Field(False, description="No network: set the offline switches of Hugging Face (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE) and W&B (WANDB_MODE=offline), for compute nodes without internet.")
     vision: VisionConfig = Field(default_factory=VisionConfig, description="Image captioning (vision family).")
     speech: SpeechConfig = Field(default_factory=SpeechConfig, description="Speech recognition and synthesis options.")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tempering.config.loading import config_to_dict
 from tempering.config.schema import TRACKERS, Config
 from tempering.errors import UserError
 from tempering.json_files import write_json_atomic
+from tempering.ranks import current_rank
 from tempering.tracking.backend import Backend, record_scalars
 from tempering.tracking.console import console
 from tempering.tracking.metrics import MetricsLog, read_metrics
@@ -107,15 +107,6 @@ def requested_trackers(config: Config) -> list[str]:
     if missing:
         console.print(f"tracking.report_to=all: {', '.join(missing)} not installed, skipped ({INSTALL_HINT})")
     return list(dict.fromkeys([*names, *(n for n in TRACKERS if n not in missing)]))
-
-
-def current_rank() -> int:
-    """This process's rank: torch.distributed's when initialised, else $RANK, else 0."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
 
 
 def open_tracking(config: Config, run_dir: Path, *, first_step: int, meta: dict,
@@ -212,8 +203,13 @@ def start_backend(name: str, config: Config, run_dir: Path, identity: RunIdentit
     from tempering.tracking.wandb_backend import WandbBackend
 
     return WandbBackend(run_dir, project=tracking.wandb_project, name=tracking.wandb_name or identity.run_name,
-                        tags=tracking.wandb_tags, mode=tracking.wandb_mode, config=config_to_dict(config),
+                        tags=tracking.wandb_tags, mode=wandb_mode(config), config=config_to_dict(config),
                         run_id=run_id)
+
+
+def wandb_mode(config: Config) -> str:
+    """W&B's mode: tracking.wandb_mode, but always offline when the config says `offline: true`."""
+    return "offline" if config.offline else config.tracking.wandb_mode
 
 
 def _describe(backend: Backend, config: Config, run_dir: Path) -> str:
@@ -223,7 +219,7 @@ def _describe(backend: Backend, config: Config, run_dir: Path) -> str:
         from tempering.tracking.mlflow_backend import default_tracking_uri
 
         return f"MLflow run {backend.run_id} ({config.tracking.mlflow_tracking_uri or default_tracking_uri(run_dir)})"
-    return f"W&B {config.tracking.wandb_mode} run {backend.run_id} ({run_dir / 'wandb'})"
+    return f"W&B {wandb_mode(config)} run {backend.run_id} ({run_dir / 'wandb'})"
 
 
 def _read_state(run_dir: Path) -> dict:

@@ -14,7 +14,7 @@ validates its trainable rules) before it creates its run directory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,10 +29,12 @@ from tempering.models.registry import find_preset
 from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import console, print_table
 from tempering.training.adamw import AdamW
-from tempering.training.device import check_precision
+from tempering.training.device import check_precision, resolve_precision
 from tempering.training.lora import LoraAdapter, apply_lora, merged_state_dict
 from tempering.training.objective import Objective
 from tempering.training.optim import build_optimizer
+from tempering.training.parallel import Parallel, full_state, sharded_weights, start_parallel
+from tempering.training.run_dir import frozen_choice
 from tempering.training.trainable import (
     TRAINABLE_COLUMNS,
     apply_requires_grad,
@@ -106,6 +108,8 @@ class Assembly:
     source: ModelSource
     update_trainable: Callable[[int], str | None] | None = None  # progressive unfreezing, see `assemble`
     adapter: LoraAdapter | None = None  # LoRA (lora.r): only the adapters train
+    parallel: Parallel = field(default_factory=Parallel)  # this process's rank among the launcher's processes
+    module: nn.Module | None = None  # what computes a loss under DDP / FSDP (model + objective, wrapped)
 
     def checkpoint_weights(self, kind: str) -> dict:
         """What a checkpoint of `kind` (periodic, best, final) holds of the model: `save_checkpoint` arguments.
@@ -115,7 +119,7 @@ class Assembly:
         load as a plain model, and the adapter in adapter/.
         """
         if self.adapter is None:
-            return {"weights": self.model.export_state_dict()}
+            return {"weights": full_state(self.model.export_state_dict())}  # FSDP shards gathered whole
         adapter = self.adapter.adapter_files(self.model)
         if kind == "periodic":
             return {"weights": None, "adapter": adapter}
@@ -124,7 +128,7 @@ class Assembly:
     def load_checkpoint_weights(self, checkpoint: Checkpoint, device: torch.device) -> None:
         """Load what `checkpoint_weights` saved (resume and NaN rollback): the weights, or the adapter."""
         if self.adapter is None:
-            self.model.load_exported_state_dict(checkpoint.load_weights(device=str(device)))
+            self.model.load_exported_state_dict(sharded_weights(self.model, checkpoint.load_weights(device=str(device))))
         else:
             self.adapter.load_adapter(self.model, checkpoint.load_adapter(device=str(device)), checkpoint.path)
 
@@ -170,6 +174,8 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
     reference is a frozen copy of the initial policy).
     """
     training, family = config.training, source.family
+    if training.precision == "auto":  # frozen into config.yaml: a resume on other hardware keeps the run's choice
+        training.precision = frozen_choice(config, "training.precision") or resolve_precision(device, "auto")
     check_precision(device, training.precision)
     torch.manual_seed(config.run.seed)  # initial weights are a function of the seed
     if source.checkpoint is None:
@@ -192,8 +198,20 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
     frozen = frozen_by_config(model, training, layout)
     if training.active_expert is not None:  # checked above: a mixture of experts
         model.route_every_token_to(training.active_expert)
+    unfreezing = training.unfreeze_top_blocks is not None
+    if not isinstance(objective, Objective):
+        objective = objective(model)  # before wrapping: DPO's reference is a plain copy of the policy
+    parallel = start_parallel(training.strategy, training.fsdp.reshard_after_forward,
+                              training.distributed_timeout_minutes)
+    module = None
+    if parallel.distributed:
+        # DDP hooks the parameters that require grad when it is built: open every block that will ever
+        # train (progressive unfreezing) while wrapping; frozen ones stay out for good.
+        apply_requires_grad(model, frozen, training, 10**12, layout)
+        module = parallel.wrap(model, objective, layout, mixed_precision=training.precision, device=device,
+                               find_unused=unfreezing)
     apply_requires_grad(model, frozen, training, 0, layout)
-    optimizer = build_optimizer(model, training, layout)
+    optimizer = build_optimizer(model, training, layout)  # after FSDP has turned the parameters into shards
 
     def update_trainable(step: int) -> str | None:
         """Set requires_grad for step `step`; describe what starts training at this step, if anything."""
@@ -201,11 +219,8 @@ def assemble(config: Config, source: ModelSource, objective: Objective | Callabl
         newly = set(now) - set(trainable_at(model, frozen, training, step - 1, layout)) if step else set()
         return describe_parameters([name for name in now if name in newly], layout) if newly else None
 
-    if not isinstance(objective, Objective):
-        objective = objective(model)
-    unfreezing = training.unfreeze_top_blocks is not None
     return Assembly(family, arch, model, optimizer, objective, frozen, source,
-                    update_trainable if unfreezing else None, adapter)
+                    update_trainable if unfreezing else None, adapter, parallel, module)
 
 
 def _carry_over(family: ModelFamily, model: nn.Module, arch: Any, wanted: Any, *, dropout: float):

@@ -29,6 +29,7 @@ from tempering.data.chat import (
 )
 from tempering.data.packing import split_documents
 from tempering.errors import UserError
+from tempering.ranks import is_main_process
 from tempering.tokenizer import TokenizerBundle
 from tempering.tracking.console import console
 from tempering.training.assembly import Assembly, ModelSource, assemble, source_from_checkpoint
@@ -83,8 +84,9 @@ def start_chat_run(config: Config, start: ChatStart, *, restart: bool) -> tuple[
 def write_run_tokenizer(start: ChatStart, run_dir: Path) -> Path:
     """The run's own tokenizer dir (tokens added, chat_template set); checkpoints copy it."""
     directory = run_dir / "tokenizer"
-    start.tokenizer.save(directory, overwrite=True)
-    write_chat_template(directory, start.template)
+    if is_main_process():  # under a launcher rank 0 writes checkpoints, and so their tokenizer files
+        start.tokenizer.save(directory, overwrite=True)
+        write_chat_template(directory, start.template)
     return directory
 
 

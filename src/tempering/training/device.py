@@ -35,6 +35,17 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise UserError("training.precision bf16: this GPU does not support bf16; use fp16 or fp32 (--precision)")
 
 
+def resolve_precision(device: torch.device, requested: str, flags: set[str] | None = None) -> str:
+    """`training.precision` made concrete: auto is bf16 where `device` computes it natively, else fp32."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and NATIVE_BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags):
+        return "bf16"
+    return "fp32"
+
+
 def autocast(device: torch.device, precision: str):
     """Autocast context for bf16/fp16; a no-op for fp32."""
     if precision == "fp32":

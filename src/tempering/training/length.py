@@ -6,6 +6,7 @@ import math
 
 from tempering.config.schema import TrainingConfig
 from tempering.errors import UserError
+from tempering.ranks import world_size
 
 
 def count_total_steps(training: TrainingConfig, batches_per_epoch: int, *, samples_per_batch: float,
@@ -15,7 +16,7 @@ def count_total_steps(training: TrainingConfig, batches_per_epoch: int, *, sampl
     `samples_per_batch` are sequences (pretraining), examples (SFT) or pairs (DPO);
     `tokens_per_batch` is None where a token budget is not meaningful (padded batches).
     """
-    accumulation = training.accumulation_steps
+    accumulation = training.accumulation_steps * world_size()  # global micro-batches per optimizer step
     if training.max_steps is not None:
         return training.max_steps, "max_steps"
     if training.epochs is not None:

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,10 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tempering.checkpoint.io import load_checkpoint
+from tempering.checkpoint.atomic import TMP_PREFIX
+from tempering.checkpoint.io import load_checkpoint, save_checkpoint
 from tempering.checkpoint.manager import CheckpointManager
+from tempering.checkpoint.paths import INFERENCE_DIR, PERIODIC_DIR, SHARDED_DIR, step_dir_name
 from tempering.checkpoint.resolution import cache_file_path, run_id_of
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
+from tempering.checkpoint.sharded import load_sharded, save_sharded
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.json_files import write_json_atomic
@@ -45,6 +49,13 @@ from tempering.training.compiling import compiled_step, should_compile
 from tempering.training.device import autocast, precision_hint
 from tempering.training.objective import AUXILIARY_LOSS, NumpyBatch, Objective
 from tempering.training.optim import learning_rate_at, set_learning_rate
+from tempering.training.parallel import (
+    Parallel,
+    full_state,
+    full_value,
+    lost_peers,
+    sharded_optimizer_state,
+)
 from tempering.training.run_dir import training_started
 from tempering.training.stop_signals import Preempted, StopSignals
 from tempering.training.validation import evaluate
@@ -149,7 +160,9 @@ def train(setup: TrainingSetup) -> dict:
                       "the first step takes longer")
         step_loss = compiled_step(setup.objective, cache_file_path(setup.config).parent)
     amp = partial(autocast, device, cfg.precision)
+    parallel, module = setup.assembly.parallel, setup.assembly.module
     accumulation = cfg.accumulation_steps
+    stride = accumulation * parallel.world_size  # global micro-batches per optimizer step
     batches_per_epoch = setup.train_batches.batches_per_epoch
     save = partial(_save, setup, manager, metrics)
     good_state = _snapshot(setup, state) if cfg.max_recoveries and manager.latest_resumable() is None else None
@@ -164,10 +177,11 @@ def train(setup: TrainingSetup) -> dict:
         _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
     model.train()
     training_started(setup.run_dir)  # from here on, an error keeps what the run wrote
-    with StopSignals() as stop, TrainingProgress(setup.total_steps, state.step) as progress:
+    peers = partial(lost_peers, parallel, setup.run_dir, cfg.distributed_timeout_minutes)
+    with peers(), StopSignals() as stop, TrainingProgress(setup.total_steps, state.step) as progress:
         while state.step < setup.total_steps:
             if state.micro_batch in state.skipped_micro_batches:  # a window that produced NaN: never again
-                state.micro_batch += accumulation
+                state.micro_batch += stride
                 continue
             if setup.assembly.update_trainable is not None:  # unfreezing counts this run's own steps
                 opened = setup.assembly.update_trainable(state.step - setup.initial_state.step)
@@ -180,18 +194,21 @@ def train(setup: TrainingSetup) -> dict:
             # One optimizer step: each micro-batch's summed loss is divided by the supervised
             # units of the whole step, so the gradient equals that of one big batch.
             with telemetry.fetching_data():
-                batches = [setup.train_batches.batch(state.micro_batch + i) for i in range(accumulation)]
-            num_units = sum(setup.objective.count_units(batch) for batch in batches)
+                batches = [setup.train_batches.batch(index)
+                           for index in parallel.micro_batches(state.micro_batch, accumulation)]
+            num_units = parallel.sum_int(sum(setup.objective.count_units(batch) for batch in batches), device)
             inject_nan = setup.config.debug.inject_nan_at_step == state.step + 1 and not state.nan_injected
             step_loss_sum, extras = accumulate_gradients(model, step_loss, [_to_device(b, device) for b in batches],
-                                                         num_units, amp, inject_nan=inject_nan)
+                                                         num_units, amp, inject_nan=inject_nan, parallel=parallel,
+                                                         module=module)
             state.nan_injected |= inject_nan
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.grad is not None], cfg.grad_clip or math.inf)
-            # Non-finite loss or gradients: roll back to the last good state, skip this window.
+            grad_norm = full_value(torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.grad is not None], cfg.grad_clip or math.inf))
+            # Non-finite loss or gradients: roll back to the last good state, skip this window. The
+            # loss is summed over ranks, so every rank takes the same branch.
             if not torch.isfinite(step_loss_sum + grad_norm).item():
                 optimizer.zero_grad(set_to_none=True)
-                state = _recover(setup, manager, metrics, state, good_state, accumulation)
+                state = _recover(setup, manager, metrics, state, good_state, stride)
                 progress.reset(state.step)
                 continue
             optimizer.step()
@@ -199,11 +216,13 @@ def train(setup: TrainingSetup) -> dict:
 
             epoch_before = state.micro_batch // batches_per_epoch
             state.step += 1
-            state.micro_batch += accumulation
-            num_tokens = sum(int(b.get("num_tokens", 0)) for b in batches) or num_units
+            state.micro_batch += stride
+            num_tokens = parallel.sum_int(sum(int(b.get("num_tokens", 0)) for b in batches), device) or num_units
             state.tokens_seen += num_tokens
             epoch_ended = state.micro_batch // batches_per_epoch > epoch_before
             window.add(step_loss_sum, num_units, num_tokens, extras)
+            if setup.config.debug.kill_at_step == state.step and setup.config.debug.kill_rank == parallel.rank:
+                os.kill(os.getpid(), signal.SIGKILL)  # debug: a crash of this one process mid-run
             epoch_loss += step_loss_sum
             epoch_units += num_units
             progress.advance(lr=lr)
@@ -221,35 +240,49 @@ def train(setup: TrainingSetup) -> dict:
             evaluated = bool(cfg.eval_steps and state.step % cfg.eval_steps == 0) or epoch_ended \
                 or state.step == setup.total_steps
             improved = False
+            interrupted = False
             if evaluated and setup.val_sets:
                 eval_started = time.perf_counter()
-                state.last_val = _evaluate(setup, amp)
+                # A signal abandons the evaluation (the checkpoint below comes within one batch), except
+                # the last one: a resumed run would not evaluate again before writing final/.
+                val = _evaluate(setup, amp, stop if state.step < setup.total_steps else None)
                 eval_s = time.perf_counter() - eval_started
                 window.start += eval_s  # tokens/s counts training time only
                 telemetry.exclude(eval_s)
-                _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
-                improved = _track_best(state, setup.best_split, setup.objective)
-                progress.print(f"step {state.step}: " + _val_line(state.last_val, best.name)
-                               + ("  ★ new best" if improved else ""))
-                if improved:
-                    save("best", state)
+                interrupted = val is None
+                if interrupted:
+                    metrics.write({"event": "eval_interrupted", "step": state.step})
+                    progress.print(f"step {state.step}: evaluation interrupted by a signal; checkpointing")
+                else:
+                    state.last_val = val
+                    _write_val(metrics, state, batches_per_epoch, setup.objective.unit)
+                    improved = _track_best(state, setup.best_split, setup.objective)
+                    progress.print(f"step {state.step}: " + _val_line(state.last_val, best.name)
+                                   + ("  ★ new best" if improved else ""))
+                    if improved:
+                        save("best", state)
             if epoch_ended:
                 train_loss = (epoch_loss / max(epoch_units, 1)).item()
-                progress.print(_epoch_line(epoch_before + 1, train_loss, state.last_val if evaluated else {}, improved,
-                                            best.name,
-                                            setup.objective.perplexity))
+                progress.print(_epoch_line(epoch_before + 1, train_loss,
+                                           state.last_val if evaluated and not interrupted else {}, improved,
+                                           best.name, setup.objective.perplexity))
                 epoch_loss.zero_()
                 epoch_units = 0
 
+            every = setup.config.checkpointing.inference_checkpoint_steps
+            if every and every > 0 and state.step % every == 0:
+                _save_inference(setup, metrics, state)
             saving = bool(cfg.save_steps and state.step % cfg.save_steps == 0)
-            if saving or stop.received:
+            stopping = parallel.any(stop.requested(), device)  # a signal (or stop file) on any rank stops them all
+            if saving or stopping:
                 state.elapsed_s = time.perf_counter() - started
                 save("periodic", state)
                 good_state = None  # the checkpoint on disk is now the recovery point
-            if stop.received:  # SIGTERM / SIGUSR1 / SIGHUP: checkpointed above, now stop
-                metrics.write({"event": "preempted", "step": state.step, "signal": stop.received})
+            if stopping:  # SIGTERM / SIGUSR1 / SIGHUP: checkpointed above, now stop
+                signal_name = stop.received or "a signal to another rank"
+                metrics.write({"event": "preempted", "step": state.step, "signal": signal_name})
                 metrics.close()
-                raise Preempted(f"stopped by {stop.received} at step {state.step} after writing a checkpoint in "
+                raise Preempted(f"stopped by {signal_name} at step {state.step} after writing a checkpoint in "
                                 f"{setup.run_dir}; re-run the same command to resume")
             if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
                 stop_reason = "early_stopping"
@@ -259,34 +292,45 @@ def train(setup: TrainingSetup) -> dict:
                 break
 
     state.elapsed_s = time.perf_counter() - started
-    save("final", state)
+    with peers():
+        save("final", state)
     summary = _summary(setup, state, stop_reason)
-    write_json_atomic(summary_file, summary)
+    if setup.assembly.parallel.is_main:
+        write_json_atomic(summary_file, summary)
     metrics.close(completed=True)  # trackers get summary.json and the best meta.json
     return summary
 
 
 def accumulate_gradients(model: nn.Module, objective: Objective, micro_batches: list[dict],
-                         num_units: int, amp=contextlib.nullcontext, *,
-                         inject_nan: bool = False) -> tuple[torch.Tensor, dict]:
+                         num_units: int, amp=contextlib.nullcontext, *, inject_nan: bool = False,
+                         parallel: Parallel | None = None, module: nn.Module | None = None) -> tuple[torch.Tensor, dict]:
     """Backpropagate each micro-batch's summed loss divided by the step's units; return the loss sum and extras.
 
     Extras are an objective's extra metrics (DPO rewards), summed over units like the loss and
-    returned as means over the step's units.
+    returned as means over the step's units. Under DDP / FSDP (`parallel`, `module`) `num_units`
+    counts every rank's units; gradients sync on the last micro-batch only, and the loss is scaled
+    by the number of ranks, which DDP and FSDP average over. The returned sums cover every rank.
     """
     step_loss_sum = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
     extras: dict[str, torch.Tensor] = {}
-    for batch in micro_batches:
-        with amp():
-            result = objective(model, batch)
-        loss_sum = result.loss_sum
-        if inject_nan:  # debug.inject_nan_at_step: poison this step once
-            loss_sum = loss_sum * float("nan")
-        auxiliary = result.metrics.get(AUXILIARY_LOSS)  # a model's own losses (MoE router): trained, reported apart
-        ((loss_sum if auxiliary is None else loss_sum + auxiliary) / num_units).backward()
+    ranks = parallel.world_size if parallel is not None else 1
+    for index, batch in enumerate(micro_batches):
+        sync = parallel.no_sync(module, last=index == len(micro_batches) - 1) if parallel else contextlib.nullcontext()
+        with sync:
+            with amp():
+                result = module(batch) if module is not None else objective(model, batch)
+            loss_sum = result.loss_sum
+            if inject_nan:  # debug.inject_nan_at_step: poison this step once
+                loss_sum = loss_sum * float("nan")
+            auxiliary = result.metrics.get(AUXILIARY_LOSS)  # a model's own losses (MoE router): trained, reported apart
+            scaled = (loss_sum if auxiliary is None else loss_sum + auxiliary) / num_units
+            (scaled * ranks if ranks > 1 else scaled).backward()
         step_loss_sum += loss_sum.detach().double()
         for name, value in result.metrics.items():  # sums over units, like the loss
             extras[name] = extras.get(name, 0) + value.detach().double() / num_units
+    if ranks > 1:
+        step_loss_sum = parallel.sum(step_loss_sum)
+        extras = {name: parallel.sum(value) for name, value in sorted(extras.items())}
     return step_loss_sum, extras
 
 
@@ -342,17 +386,25 @@ def _resume(setup: TrainingSetup, manager: CheckpointManager) -> TrainState | No
     if path is None:
         return None
     state = _load_state(setup, path)
-    truncate_after_step(setup.run_dir / "metrics.jsonl", state.step)
+    if setup.assembly.parallel.is_main:
+        truncate_after_step(setup.run_dir / "metrics.jsonl", state.step)
     console.print(f"resuming from {path} at step {state.step}/{setup.total_steps}")
     return state
 
 
 def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     checkpoint = load_checkpoint(path)
-    setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
     trainer_state = checkpoint.load_trainer_state()
-    setup.optimizer.load_state_dict(trainer_state["optimizer"])
-    restore_rng_state(trainer_state["rng"])
+    if checkpoint.is_sharded:  # an FSDP run's periodic checkpoint: DCP reshards it to this run's ranks
+        load_sharded(setup.model, setup.optimizer, checkpoint.path / SHARDED_DIR)
+    else:
+        setup.assembly.load_checkpoint_weights(checkpoint, setup.device)
+        setup.optimizer.load_state_dict(sharded_optimizer_state(trainer_state["optimizer"], setup.optimizer))
+    rank, rngs = setup.assembly.parallel.rank, trainer_state.get("rng_ranks") or [trainer_state["rng"]]
+    if rank < len(rngs):
+        restore_rng_state(rngs[rank])
+    else:  # more ranks than saved: a fresh stream of its own, a function of (seed, step, rank)
+        torch.manual_seed(setup.config.run.seed + 1_000_003 * rank + trainer_state["train_state"]["step"])
     return TrainState.from_saved(trainer_state["train_state"], setup.objective)
 
 
@@ -407,11 +459,23 @@ def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFa
     return restored
 
 
-def _evaluate(setup: TrainingSetup, amp) -> dict[str, dict]:
+def _evaluate(setup: TrainingSetup, amp, stop: StopSignals | None = None) -> dict[str, dict] | None:
+    """Every validation split; every rank evaluates all of it (FSDP needs every rank in each forward).
+
+    With `stop`, a signal (on any rank, agreed before every batch) abandons the pass: None.
+    """
     cfg = setup.config.training
-    return {split: evaluate(setup.model, sets, setup.objective, batch_size=cfg.batch_size,
-                            device=setup.device, max_batches=cfg.eval_max_batches, autocast=amp)
-            for split, sets in setup.val_sets.items()}
+    module = setup.assembly.module
+    parallel = setup.assembly.parallel
+    call = module if module is not None and parallel.strategy == "fsdp" else None
+    interrupted = (lambda: parallel.any(stop.requested(), setup.device)) if stop is not None else None
+    values = {}
+    for split, sets in setup.val_sets.items():
+        values[split] = evaluate(setup.model, sets, setup.objective, batch_size=cfg.batch_size, device=setup.device,
+                                 max_batches=cfg.eval_max_batches, autocast=amp, call=call, interrupted=interrupted)
+        if values[split] is None:
+            return None
+    return values
 
 
 def _write_val(metrics: RecordFanOut, state: TrainState, batches_per_epoch: int, unit: str) -> None:
@@ -437,16 +501,48 @@ def _track_best(state: TrainState, split: str, objective: Objective) -> bool:
 
 def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOut, kind: str,
           state: TrainState) -> Path:
-    """Write a periodic, best or final checkpoint with everything a resume needs, and log it."""
+    """Write a periodic, best or final checkpoint with everything a resume needs, and log it.
+
+    The write is atomic: a rank that dies mid-save (see `lost_peers`) leaves the previous
+    checkpoint the one a re-run resumes from.
+    """
+    return _write_checkpoint(setup, manager, metrics, kind, state)
+
+
+def _write_checkpoint(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOut, kind: str,
+                      state: TrainState) -> Path:
+    """The save itself: collectives on every rank, then rank 0 writes atomically."""
     val = state.last_val.get(setup.best_split, {})
     meta = {**setup.meta, "run_id": run_id_of(setup.config, setup.run_dir), "step": state.step,
             "epoch": round(state.micro_batch / setup.train_batches.batches_per_epoch, 4),
             "val_loss": val.get("loss"), "val_ppl": val.get("ppl"),
             "stage": setup.config.stage, "learning_rate": setup.config.training.learning_rate}
-    trainer_state = {"optimizer": setup.optimizer.state_dict(),
+    parallel = setup.assembly.parallel
+    # Collectives first, on every rank alike. An FSDP run's periodic checkpoint: each rank writes its
+    # own shards (DCP) into a temporary folder that rank 0 moves into the checkpoint; otherwise the
+    # FSDP shards are gathered whole (best/ and final/ hold a model.safetensors transformers loads).
+    if kind == "periodic" and parallel.strategy == "fsdp" and setup.assembly.adapter is None:
+        shards = setup.run_dir / PERIODIC_DIR / f"{TMP_PREFIX}sharded-{step_dir_name(state.step)}"
+        if parallel.is_main:
+            shutil.rmtree(shards, ignore_errors=True)
+            shards.mkdir(parents=True)
+        parallel.barrier()
+        save_sharded(setup.model, setup.optimizer, shards)
+        weights, optimizer_state = {"weights": None, "sharded_dir": shards}, None
+    else:
+        weights = setup.assembly.checkpoint_weights(kind)
+        optimizer_state = full_state(setup.optimizer.state_dict())
+    rngs = parallel.gather(capture_rng_state())
+    if not parallel.is_main:
+        parallel.barrier()  # rank 0 writes; every rank leaves the save together
+        return setup.run_dir
+    trainer_state = {"optimizer": optimizer_state,
                      "scheduler": {"step": state.step - setup.initial_state.step + setup.schedule_offset},
-                     "scaler": {}, "rng": capture_rng_state(), "train_state": dataclasses.asdict(state)}
-    payload = dict(**setup.assembly.checkpoint_weights(kind), hf_config=setup.hf_config, meta=meta,
+                     "scaler": {}, "rng": rngs[0], "train_state": dataclasses.asdict(state)}
+    if parallel.distributed:
+        trainer_state["rng_ranks"] = rngs
+        meta["world_size"] = parallel.world_size
+    payload = dict(**weights, hf_config=setup.hf_config, meta=meta,
                    trainer_state=trainer_state, tokenizer_dir=setup.tokenizer_dir,
                    generation_config=setup.generation_config)
     if setup.config.debug.kill_during_save_at_step == state.step:
@@ -456,7 +552,21 @@ def _save(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOu
     else:
         path = manager.save_best(**payload) if kind == "best" else manager.save_final(**payload)
     metrics.write({"event": "checkpoint", "step": state.step, "kind": kind, "path": str(path)})
+    parallel.barrier()
     return path
+
+
+def _save_inference(setup: TrainingSetup, metrics: RecordFanOut, state: TrainState) -> Path:
+    """inference_checkpoints/step-N: weights (LoRA merged), config.json, tokenizer, generation config; no optimizer."""
+    weights = setup.assembly.checkpoint_weights("final")  # collectives: every rank calls it
+    target = setup.run_dir / INFERENCE_DIR / step_dir_name(state.step)
+    if setup.assembly.parallel.is_main:
+        save_checkpoint(target, weights=weights["weights"], hf_config=setup.hf_config,
+                        meta={**setup.meta, "step": state.step, "stage": setup.config.stage, "kind": "inference"},
+                        tokenizer_dir=setup.tokenizer_dir, generation_config=setup.generation_config)
+        metrics.write({"event": "checkpoint", "step": state.step, "kind": "inference", "path": str(target)})
+    setup.assembly.parallel.barrier()
+    return target
 
 
 def _val_line(val: dict, metric: str = "loss") -> str:

@@ -17,16 +17,18 @@ from pathlib import Path
 
 import yaml
 
+from tempering.checkpoint.atomic import recover_interrupted_saves
 from tempering.config.loading import config_to_dict, diff_configs, save_resolved_config
 from tempering.config.schema import Config
 from tempering.errors import UserError
+from tempering.ranks import on_main_process
 from tempering.tracking.console import console
 from tempering.tracking.fanout import check_tracking_packages
 from tempering.tracking.run_lock import LOCK_FILE, lock_run_dir, unlock_run_dir
 
 # Keys that may change between a run and its resumption without changing its results.
-RESUMABLE_KEYS = {"training.device", "training.log_steps"}
-RESUMABLE_SECTIONS = ("debug.", "tracking.")  # fault injection (a test kills, then resumes without it); trackers
+RESUMABLE_KEYS = {"training.device", "training.log_steps", "training.strategy", "training.fsdp.reshard_after_forward"}
+RESUMABLE_SECTIONS = ("debug.", "tracking.", "slurm.")  # fault injection (a test kills, then resumes without it); trackers; the job's resources
 
 
 @dataclass
@@ -44,13 +46,23 @@ _last_opened: Path | None = None
 
 
 def prepare_run_dir(config: Config, *, restart: bool) -> Path:
-    """Create or reopen `run.save_dir` and lock it for this process; refuse to mix two runs in one directory."""
+    """Create or reopen `run.save_dir` and lock it for this process; refuse to mix two runs in one directory.
+
+    Under a launcher rank 0 does it all (and repairs interrupted saves); the others get its
+    answer, or its refusal.
+    """
+    return on_main_process(lambda: _open_run_dir(config, restart))
+
+
+def _open_run_dir(config: Config, restart: bool) -> Path:
     if config.run.save_dir is None:
         raise UserError("no run directory: give --save-dir DIR (or run.save_dir in the config)")
     check_tracking_packages(config)  # a tracker asked for but not installed fails before anything is written
     save_dir = Path(config.run.save_dir)
     if save_dir.exists() and not save_dir.is_dir():
         raise UserError(f"run.save_dir {save_dir} is a file, not a directory; choose another --save-dir")
+    if config.debug.enabled and config.debug.override_existing:
+        _wipe_debug_run(save_dir)
     moved_aside = None
     if restart and save_dir.exists() and any(save_dir.iterdir()):
         lock_run_dir(save_dir)  # refuses while another process trains there
@@ -61,7 +73,7 @@ def prepare_run_dir(config: Config, *, restart: bool) -> Path:
     frozen = save_dir / "config.yaml"
     if frozen.exists():
         _check_same_run(frozen, config)
-    elif save_dir.exists() and any(p.name not in ("logs", LOCK_FILE) for p in save_dir.iterdir()):
+    elif save_dir.exists() and any(p.name not in ("logs", "slurm", LOCK_FILE) for p in save_dir.iterdir()):
         raise UserError(f"run.save_dir {save_dir} already holds files but no config.yaml, so it is not a "
                         "Tempering run; choose another --save-dir")
     start = _Start(save_dir, {p.name for p in save_dir.iterdir()} if save_dir.exists() else None,
@@ -75,7 +87,38 @@ def prepare_run_dir(config: Config, *, restart: bool) -> Path:
         save_resolved_config(config, save_dir)
     except OSError as exc:
         raise UserError(f"cannot write to run.save_dir {save_dir}: {exc.strerror}") from None
+    recover_interrupted_saves(save_dir)
     return save_dir
+
+
+def _wipe_debug_run(save_dir: Path) -> None:
+    """debug.override_existing: delete a previous debug run in `save_dir`; refuse to touch anything else."""
+    if not save_dir.exists() or not any(save_dir.iterdir()):
+        return
+    frozen = save_dir / "config.yaml"
+    try:
+        previous = yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        previous = {}
+    if not (isinstance(previous, dict) and (previous.get("debug") or {}).get("enabled") is True):
+        raise UserError(f"debug.override_existing: {save_dir} is not a debug run (its config.yaml does not say "
+                        "debug.enabled: true), so it is left alone; choose another run.name or --save-dir")
+    lock_run_dir(save_dir)  # refuses while another process trains there
+    unlock_run_dir(save_dir)
+    shutil.rmtree(save_dir)
+    console.print(f"debug.override_existing: removed the previous debug run in {save_dir}")
+
+
+def frozen_choice(config: Config, key: str):
+    """The value an existing run in `run.save_dir` froze for `key` (an `auto` resolved at its start), if any."""
+    if config.run.save_dir is None:
+        return None
+    frozen = Path(config.run.save_dir) / "config.yaml"
+    try:
+        value = _lookup(yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}, key)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
+        return None
+    return None if value == "auto" else value
 
 
 def last_opened_run_dir() -> Path | None:

@@ -17,14 +17,18 @@ from tempering.training.objective import Objective
 @torch.no_grad()
 def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: int, device: torch.device,
              max_batches: int | None = None,
-             autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict:
+             autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+             call: Callable | None = None, interrupted: Callable[[], bool] | None = None) -> dict | None:
     """Unit-weighted mean loss (and perplexity where it means something) over every batch of every set, in order.
 
     A set is anything with `eval_batches(batch_size)` yielding numpy batch dicts;
     `max_batches` caps the batches per set. The result holds `loss`, `ppl` when the
     objective has one, the number of units under the objective's unit name (`tokens`,
     `pairs`, ...), the objective's extra metrics as means per unit, and the metrics of its
-    `split_metric` over every batch (entity F1, ...).
+    `split_metric` over every batch (entity F1, ...). `call(batch, predict=...)`, when given,
+    runs the objective through FSDP's wrapped module instead of on `model` directly.
+    `interrupted()` is asked before every batch (a stop signal); when it says yes the pass is
+    abandoned and None returned, so a preempted run checkpoints within one batch, not one split.
     """
     was_training = model.training
     model.eval()
@@ -36,10 +40,17 @@ def evaluate(model: nn.Module, sets: list, objective: Objective, *, batch_size: 
         for index, batch in enumerate(eval_set.eval_batches(batch_size)):
             if max_batches is not None and index >= max_batches:
                 break
+            if interrupted is not None and interrupted():
+                model.train(was_training)
+                return None
             tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if isinstance(v, np.ndarray)}
             with autocast():
-                result, predictions = objective.predict(model, tensors) if split_metric else \
-                    (objective(model, tensors), None)
+                if split_metric is None:
+                    result = call(tensors) if call is not None else objective(model, tensors)
+                    predictions = None
+                else:
+                    result, predictions = call(tensors, predict=True) if call is not None else \
+                        objective.predict(model, tensors)
             total_loss += result.loss_sum.double()
             total_units += int(result.num_units)
             for name, value in result.metrics.items():
