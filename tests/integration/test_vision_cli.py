@@ -56,9 +56,10 @@ def caption_pretrain(images, base_run):
 def vision_run(images, base_run, tmp_path_factory):
     """A captioner trained for 16 steps (2 epochs of scenes): the source of post-training and generation."""
     run = tmp_path_factory.mktemp("vision") / "run"
+    # fp32: `temper eval` computes in fp32, and a test below compares it with this run's validation loss.
     run_temper("pretrain", "--data", images / "scenes.json", "--lm", base_run, "--save-dir", run, *VISION_RUN,
                "--max-steps", "16", "--eval-steps", "8", "--save-steps", "8", "training.save_total_limit=2",
-               check=True)
+               "--precision", "fp32", check=True)
     return run
 
 
