@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean-demo:
 	rm -rf demo
