@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tempering.errors import UserError
+
 
 def encoder_block_tensors(prefix: str, d_model: int, d_ff: int, conv_kernel: int) -> dict[str, tuple[int, ...]]:
     """Name → shape of one EncoderBlock's tensors under `prefix` (e.g. `encoder.layers.0.`)."""
@@ -23,3 +25,15 @@ def numel(shape: tuple[int, ...]) -> int:
     for size in shape:
         count *= size
     return count
+
+
+def check_encoder_dimensions(arch, positive: tuple[str, ...]) -> None:
+    """UserError naming the model.* key when `arch` cannot form a SequenceEncoder (speech families' rules)."""
+    for name in positive:
+        if getattr(arch, name) <= 0:
+            raise UserError(f"model.{name} must be positive, got {getattr(arch, name)}")
+    if arch.d_model % arch.n_heads or (arch.d_model // arch.n_heads) % 2:
+        raise UserError(f"model.d_model ({arch.d_model}) must be model.n_heads ({arch.n_heads}) times an even "
+                        "head width")
+    if arch.conv_kernel < 0 or (arch.conv_kernel and arch.conv_kernel % 2 == 0):
+        raise UserError(f"model.conv_kernel must be 0 or odd, got {arch.conv_kernel}")

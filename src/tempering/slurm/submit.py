@@ -11,6 +11,7 @@ from tempering.config.loading import save_resolved_config
 from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.slurm.script import render_job_script, slurm_dir
+from tempering.training.run_dir import topmost_missing
 
 FAILURE_COUNT = "failure_count"
 
@@ -27,7 +28,7 @@ def submit(config: Config, *, dry_run: bool = False) -> str | None:
         raise UserError("sbatch not found on PATH: run temper submit where SLURM's commands are installed "
                         "(a login node), or add --dry-run to print the job script")
     folder = slurm_dir(run_dir)
-    created = _topmost_missing(folder)
+    created = topmost_missing(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         save_resolved_config(config, folder)
@@ -71,13 +72,3 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.write_text(text, encoding="utf-8")
     tmp.chmod(0o755)
     tmp.replace(path)
-
-
-def _topmost_missing(path: Path) -> Path | None:
-    """The highest folder of `path` (itself included) that does not exist yet, or None."""
-    missing = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing = folder
-    return missing

@@ -77,7 +77,7 @@ def _open_run_dir(config: Config, restart: bool) -> Path:
         raise UserError(f"run.save_dir {save_dir} already holds files but no config.yaml, so it is not a "
                         "Tempering run; choose another --save-dir")
     start = _Start(save_dir, {p.name for p in save_dir.iterdir()} if save_dir.exists() else None,
-                   _topmost_missing(save_dir), moved_aside)
+                   topmost_missing(save_dir), moved_aside)
     _unstarted[save_dir.absolute()] = start
     global _last_opened
     _last_opened = save_dir
@@ -150,7 +150,7 @@ def abandon_unstarted_runs() -> None:
             start.moved_aside.rename(start.save_dir)
 
 
-def _topmost_missing(path: Path) -> Path | None:
+def topmost_missing(path: Path) -> Path | None:
     """The highest folder of `path` (itself included) that does not exist yet, or None."""
     missing = None
     for folder in (path, *path.parents):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from tempering.errors import UserError
-from tempering.models.sequence_encoder_shapes import encoder_block_tensors, numel
+from tempering.models.sequence_encoder_shapes import (
+    check_encoder_dimensions,
+    encoder_block_tensors,
+    numel,
+)
 
 MODEL_TYPE = "tempering_talker"
 
@@ -27,14 +30,7 @@ class TalkerArchitecture:
 
     def check(self) -> None:
         """Raise UserError if the dimensions cannot form a model, naming the model.* key."""
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "n_mels"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise UserError(f"model.d_model ({self.d_model}) must be model.n_heads ({self.n_heads}) times an even "
-                            "head width")
-        if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
-            raise UserError(f"model.conv_kernel must be 0 or odd, got {self.conv_kernel}")
+        check_encoder_dimensions(self, ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "n_mels"))
 
     def with_overrides(self, **overrides) -> TalkerArchitecture:
         """Return a copy with the non-None overrides applied."""
