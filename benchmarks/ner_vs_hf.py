@@ -158,6 +158,8 @@ def main() -> None:
                         help="Rounds of short runs, the rows in turn (Tempering, HF, HF grouped), for the speed ratio.")
     parser.add_argument("--throughput-steps", type=int, default=60)
     parser.add_argument("--only-throughput", action="store_true", help="Reuse --work's starting point; rounds only.")
+    parser.add_argument("--only-continued", metavar="DOCS_RUN",
+                        help="Only the continued-training rows, from this finished docs fine-tune (a run dir).")
     parser.add_argument("--smoke", action="store_true", help="A few hundred sentences and steps: checks the plumbing.")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ner_vs_hf.json"))
     args = parser.parse_args()
@@ -171,6 +173,10 @@ def main() -> None:
         args.backbone_steps, args.epochs, args.continued_epochs, args.warmup_steps = 20, 1, 1, 5
     report = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__}, "load_at_start": load_average(),
               "settings": {k: v for k, v in vars(args).items() if k not in ("data", "text", "work", "out")}}
+    if args.only_continued:
+        report["continued"] = continued_training(Path(args.only_continued), files, args, work, log)
+        _write(report, args)
+        return
     shards, tok = work / "shards", work / "tok"
     if not (tok / "tokenizer.json").exists():
         temper("tokenizer", "train", "--input", Path(args.text) / "pydocs_train.jsonl.gz", "--vocab-size", 8192,
