@@ -39,6 +39,23 @@ def test_output_base_and_run_name_place_the_run(workspace, tmp_path):
     assert "run_name (" in result.stderr and "disagree" in result.stderr, result.stderr
 
 
+def test_a_run_started_by_an_older_tempering_resumes_after_an_upgrade(workspace, tmp_path):
+    """Settings added since the run started, left at their defaults, and its old name do not block a resume."""
+    run = tmp_path / "run"
+    pretrain_in(workspace, "--save-dir", run, "--max-steps", "4", "--save-steps", "2", "debug.kill_at_step=3",
+                check=False)
+    frozen = yaml.safe_load((run / "config.yaml").read_text())
+    del frozen["paths"], frozen["checkpointing"], frozen["training"]["fsdp"]  # what an older version never wrote
+    frozen["run"]["name"] = "run-from-before"
+    (run / "config.yaml").write_text(yaml.safe_dump(frozen))
+    resumed = pretrain_in(workspace, "--save-dir", run, "--max-steps", "4", "--save-steps", "2")
+    assert f"resuming from {run / 'checkpoints' / 'step-00000002'} at step 2/4" in resumed.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["run"]["name"] == "run-from-before"
+    # A setting the old run did have still guards it.
+    changed = pretrain_in(workspace, "--save-dir", run, "--max-steps", "4", "--lr", "1e-3", check=False)
+    assert_user_error(changed, f"{run} holds a different run: training.learning_rate")
+
+
 def test_debug_runs_go_to_debug_base_and_only_they_can_be_overridden(workspace, tmp_path):
     base, debug = tmp_path / "runs", tmp_path / "debug"
     common = [f"paths.output_base={base}", f"paths.debug_base={debug}", "run.name=trial"]

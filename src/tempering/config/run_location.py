@@ -18,7 +18,14 @@ MAX_DATASETS_IN_NAME = 3
 def settle_run_location(config: Config) -> Config:
     """Fill `run.name` and, under `paths.output_base` / `paths.debug_base`, `run.save_dir`."""
     if "name" not in config.run.model_fields_set:  # not given in the file nor as an override
-        config.run.name = Path(config.run.save_dir).name if config.run.save_dir else default_run_name(config)
+        if config.run.save_dir:
+            # Imported here: run_dir imports the config package. A run being resumed keeps the name it
+            # started with (an older Tempering named runs otherwise).
+            from tempering.training.run_dir import frozen_choice
+
+            config.run.name = frozen_choice(config, "run.name") or Path(config.run.save_dir).name
+        else:
+            config.run.name = default_run_name(config)
     if config.run.save_dir is None and config.stage != "prep":
         base = debug_base(config) if config.debug.enabled else config.paths.output_base
         if base is not None:

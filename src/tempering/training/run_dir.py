@@ -170,14 +170,29 @@ def _check_same_run(frozen: Path, config: Config) -> None:
     if not isinstance(previous, dict):
         raise UserError(f"{frozen} holds a YAML {type(previous).__name__}, not a Tempering config, so this run "
                         "cannot be resumed; restore it, or use --restart to move the run aside and start over")
-    differing = [k for k in diff_configs(previous, config_to_dict(config))
-                 if k not in RESUMABLE_KEYS and not k.startswith(RESUMABLE_SECTIONS)]
+    current, defaults = config_to_dict(config), config_to_dict(Config())
+    differing = [k for k in diff_configs(previous, current)
+                 if k not in RESUMABLE_KEYS and not k.startswith(RESUMABLE_SECTIONS)
+                 and not _added_since_at_default(k, previous, current, defaults)]
     if differing:
         shown = ", ".join(f"{k} ({_lookup(previous, k)!r} → {_lookup(config_to_dict(config), k)!r})"
                           for k in differing[:5])
         more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
         raise UserError(f"{frozen.parent} holds a different run: {shown}{more}; use --restart to move it "
                         "aside and start over, or choose another --save-dir")
+
+
+def _added_since_at_default(dotted: str, previous: dict, current: dict, defaults: dict) -> bool:
+    """Whether `dotted` is a setting the frozen config predates (a newer Tempering added it) and this run
+    leaves at its default: the run is the same, so upgrading never makes a run unresumable."""
+    node = previous
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return False
+        if part not in node:
+            return _lookup(current, dotted) == _lookup(defaults, dotted)
+        node = node[part]
+    return False
 
 
 def _lookup(tree: dict, dotted: str):
