@@ -191,6 +191,7 @@ def main() -> None:
            "training.eval_max_batches=10", log=log)
     init = work / "init"
     common = ["--batch-size", args.batch_size, "training.adam_beta2=0.999", "--wd", 0, "training.min_lr_ratio=0",
+              "--precision", "fp32",  # the comparison is fp32 (precision auto would pick bf16 on AMX CPUs)
               "model.dropout=0.1", "--seq-len", 256]
     temper("post-train", "--task", "ner", "--checkpoint", backbone, "--new-dataset", files["docs_train"],
            "--val-data", files["docs_val"], "--save-dir", init, "--max-steps", 1, "--lr", 0, *common, log=log)
