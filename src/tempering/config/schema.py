@@ -49,6 +49,7 @@ class ModelConfig(Section):
     experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
     router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
     router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
+    shared_expert_d_ff: int | None = Field(None, description="Mixture of experts: hidden width of a shared SwiGLU expert every token goes through, gated as in Qwen2-MoE (checkpoints then load as Qwen2MoeForCausalLM); preset default 0, none.")
     image_size: int | None = Field(None, gt=0, description="Vision: override the encoder's input size (square, pixels per side).")
     patch_size: int | None = Field(None, gt=0, description="Vision: override the encoder's patch size (pixels per side).")
 
