@@ -249,7 +249,7 @@ class LoraConfig(Section):
     r: int | None = Field(None, gt=0, description="LoRA rank; set it to train adapters on the target modules and freeze every other weight (flag --lora-r).")
     alpha: float | None = Field(None, gt=0.0, description="LoRA scale: the update is (alpha / r) * B @ A (default 2 * r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj; w1, or gate_proj with a shared expert, for MoE experts; gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
 
 
 class SpeechConfig(Section):
