@@ -7,8 +7,9 @@ renormalised router probabilities (Mixtral's rule). Routing is dropless: every t
 each of its k experts, whatever the load. Tokens are sorted by expert once and each expert
 runs on its contiguous slice — one `grouped_mm` over all experts where torch has it (CPU,
 and CUDA from compute capability 9.0 in bf16), else one matmul per expert; never a loop over
-tokens. Each expert stays its own `w1`/`w2`/`w3` `nn.Linear`, so one expert can be frozen
-(sequential expert training) or wrapped by LoRA; wrapped experts take the per-expert path.
+tokens. Each expert keeps its own three `nn.Linear`s (`w1`/`w3`/`w2`, or
+`gate_proj`/`up_proj`/`down_proj`), so one expert can be frozen (sequential expert
+training) or wrapped by LoRA; wrapped experts take the per-expert path.
 
 With `arch.shared_expert_d_ff` above 0, each MoE layer adds a shared SwiGLU expert that
 every token goes through, scaled per token by `sigmoid(shared_expert_gate(x))`, as
