@@ -22,7 +22,7 @@ from tempering.models.vision import VISION
 def test_every_decoder_model_type_belongs_to_its_family():
     for model_type in ("llama", "mistral", "qwen2", "qwen3"):
         assert family_for_model_type(model_type) is LLAMA
-    assert family_for_model_type("mixtral") is MOE
+    assert family_for_model_type("mixtral") is family_for_model_type("qwen2_moe") is MOE
     assert family_for_model_type("llava") is VISION
     assert family_for_model_type("tempering_audio_encoder") is AUDIO_ENCODER
     assert family_for_model_type("tempering_talker") is TALKER
@@ -44,7 +44,7 @@ def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
     with pytest.raises(UserError, match="ckpt/config.json: .*model family 'audio'"):
         family_of_checkpoint({}, {"family": "audio"}, where="ckpt/config.json")
     with pytest.raises(UserError, match="model_type is 'roberta'; Tempering supports llama, mistral, qwen2, qwen3, "
-                                        "mixtral, llava, distilbert, bert"):
+                                        "mixtral, qwen2_moe, llava, distilbert, bert"):
         family_of_checkpoint({"model_type": "roberta"}, {})
 
 
