@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tempering.errors import UserError
-from tempering.models.family import SpecialTokenIds
+from tempering.models.family import SpecialTokenIds, reading_hf_config
 from tempering.models.moe.architecture import HF_MODEL_TYPES, MoeArchitecture
 
 HF_CLASSES = {"mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM"}
@@ -91,7 +91,7 @@ def from_hf_config(config: dict[str, Any], *, where: str | None = None) -> MoeAr
     kind = _check_supported(config, where)
     qwen = kind == "qwen2_moe"
     config = {**HF_DEFAULTS[kind], **config}
-    try:
+    with reading_hf_config(kind, where):
         hidden_size = int(config["hidden_size"])
         n_heads = int(config["num_attention_heads"])
         head_dim = config.get("head_dim")
@@ -113,10 +113,6 @@ def from_hf_config(config: dict[str, Any], *, where: str | None = None) -> MoeAr
             router_z_loss_coef=float(config.get("router_z_loss_coef", 0.0)),
             shared_expert_d_ff=int(config["shared_expert_intermediate_size"]) if qwen else 0,
         )
-    except KeyError as missing:
-        raise UserError(f"config has no {missing.args[0]!r}, which a {kind} model needs", where=where) from None
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"config holds a value of the wrong type ({exc})", where=where) from None
     if qwen and not arch.shared_expert_d_ff:
         raise UserError("shared_expert_intermediate_size is 0; the moe family reads qwen2_moe models with a shared "
                         "expert (one without is a mixtral model)", where=where)
