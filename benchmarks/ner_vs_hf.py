@@ -115,7 +115,7 @@ def tempering_throughput(run: Path) -> dict:
 
 
 def hf_row(init: Path, rows: list, work: Path, args, group_by_length: bool, max_steps: int = -1,
-           output: Path | None = None) -> dict:
+           output: Path | None = None, seed: int = 1337) -> dict:
     """Train the HF row in its own process; return its result (tokens, runtime, tokens/s, load)."""
     output = output or work / ("hf-grouped" if group_by_length else "hf-default")
     output.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def hf_row(init: Path, rows: list, work: Path, args, group_by_length: bool, max_
                                   for r in rows))
     spec = {"init": str(init), "train": str(train_file), "output": str(output), "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "weight_decay": 0.0,
-            "adam_beta2": 0.999, "seed": 1337, "group_by_length": group_by_length, "max_steps": max_steps}
+            "adam_beta2": 0.999, "seed": seed, "group_by_length": group_by_length, "max_steps": max_steps}
     (output / "spec.json").write_text(json.dumps(spec))
     load_before = load_average()
     with open(work / "log.txt", "a") as log:
@@ -160,6 +160,14 @@ def main() -> None:
     parser.add_argument("--only-throughput", action="store_true", help="Reuse --work's starting point; rounds only.")
     parser.add_argument("--only-continued", metavar="DOCS_RUN",
                         help="Only the continued-training rows, from this finished docs fine-tune (a run dir).")
+    parser.add_argument("--f1-seeds", metavar="S,S,...",
+                        help="Also fine-tune both rows (Tempering, HF defaults) once per seed and report the F1 "
+                             "spread: seed changes data order and dropout, never the initial weights.")
+    parser.add_argument("--f1-batching", choices=("mixed", "grouped", "random"), default="mixed",
+                        help="The --f1-seeds rows' batches: mixed = each side's default (Tempering grouped by "
+                             "length, HF random); grouped or random = both sides alike.")
+    parser.add_argument("--only-f1-seeds", action="store_true",
+                        help="Reuse --work's starting point; only the --f1-seeds rows.")
     parser.add_argument("--smoke", action="store_true", help="A few hundred sentences and steps: checks the plumbing.")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ner_vs_hf.json"))
     args = parser.parse_args()
@@ -201,6 +209,10 @@ def main() -> None:
         report["throughput_rounds"] = throughput_rounds(start, rows, files, common, work, args, log)
         _write(report, args)
         return
+    if args.only_f1_seeds:
+        report["f1_seeds"] = f1_over_seeds(start, rows, files, common, work, args, log)
+        _write(report, args)
+        return
 
     ours = work / "tempering"
     load_before = load_average()
@@ -218,6 +230,8 @@ def main() -> None:
         report[name]["tempering_speedup"] = report["tempering"]["tokens_per_s"] / result["tokens_per_s"]
         report[name]["f1_difference_points"] = 100 * (report["tempering"]["f1"] - report[name]["f1"])
     report["continued"] = continued_training(ours, files, args, work, log)
+    if args.f1_seeds:
+        report["f1_seeds"] = f1_over_seeds(start, rows, files, common, work, args, log)
     if args.throughput_rounds:
         report["throughput_rounds"] = throughput_rounds(start, rows, files, common, work, args, log)
     _write(report, args)
@@ -241,17 +255,55 @@ def throughput_rounds(start: Path, rows: list, files: dict, common: list, work: 
                run, "--max-steps", args.throughput_steps, "--lr", args.lr, "--warmup-steps", args.warmup_steps,
                "training.eval_max_batches=1", "--restart", *common, log=log)
         ours = {**tempering_throughput(run), "load": round(load, 1)}
+        temper("post-train", "--task", "ner", "--checkpoint", start, "--reset-optimizer", "--reset-scheduler",
+               "--reset-step", "--new-dataset", files["docs_train"], "--val-data", files["docs_val"], "--save-dir",
+               run.with_name(run.name + "-random"), "--max-steps", args.throughput_steps, "--lr", args.lr,
+               "--warmup-steps", args.warmup_steps, "training.eval_max_batches=1", "ner.group_by_length=false",
+               "--restart", *common, log=log)
+        ours_random = tempering_throughput(run.with_name(run.name + "-random"))
         default = hf_row(start, rows, work, args, False, args.throughput_steps, work / f"speed-{index}-hf")
         grouped = hf_row(start, rows, work, args, True, args.throughput_steps, work / f"speed-{index}-hf-grouped")
-        rounds.append({"tempering": ours, "hf_trainer": default, "hf_trainer_grouped": grouped,
-                       "vs_hf": ours["tokens_per_s"] / default["tokens_per_s"],
+        rounds.append({"tempering": ours, "tempering_random": ours_random, "hf_trainer": default,
+                       "hf_trainer_grouped": grouped, "vs_hf": ours["tokens_per_s"] / default["tokens_per_s"],
+                       "random_vs_hf": ours_random["tokens_per_s"] / default["tokens_per_s"],
                        "vs_hf_grouped": ours["tokens_per_s"] / grouped["tokens_per_s"]})
     median = statistics.median
     return {"rounds": rounds, "steps": args.throughput_steps,
             "median_tokens_per_s": {name: median(r[name]["tokens_per_s"] for r in rounds)
-                                    for name in ("tempering", "hf_trainer", "hf_trainer_grouped")},
+                                    for name in ("tempering", "tempering_random", "hf_trainer",
+                                                 "hf_trainer_grouped")},
             "median_vs_hf": median(r["vs_hf"] for r in rounds),
+            "median_random_vs_hf": median(r["random_vs_hf"] for r in rounds),
             "median_vs_hf_grouped": median(r["vs_hf_grouped"] for r in rounds)}
+
+
+def f1_over_seeds(start: Path, rows: list, files: dict, common: list, work: Path, args, log: Path) -> dict:
+    """Both rows fine-tuned from the same start once per seed: docs_val F1 each, mean, spread, mean gap."""
+    seeds = [int(seed) for seed in (args.f1_seeds or "1337").split(",")]
+    val = aligned_rows(start, [files["docs_val"]], 256)
+    labels = json.loads((start / "config.json").read_text())["id2label"]
+    ours_grouped, hf_grouped = {"mixed": (True, False), "grouped": (True, True), "random": (False, False)}[
+        args.f1_batching]
+    suffix = "" if args.f1_batching == "mixed" else f"-{args.f1_batching}"
+    per_seed = {}
+    for seed in seeds:
+        run, hf_dir = work / f"tempering-seed-{seed}{suffix}", work / f"hf-seed-{seed}{suffix}"
+        temper("post-train", "--task", "ner", "--checkpoint", start, "--reset-optimizer", "--reset-scheduler",
+               "--reset-step", "--new-dataset", files["docs_train"], "--val-data", files["docs_val"], "--save-dir",
+               run, "--epochs", args.epochs, "--lr", args.lr, "--warmup-steps", args.warmup_steps, "--seed", seed,
+               f"ner.group_by_length={str(ours_grouped).lower()}", "--restart", *common, log=log)
+        hf = hf_row(start, rows, work, args, hf_grouped, output=hf_dir, seed=seed)
+        per_seed[seed] = {"tempering": entity_f1(run / "final", val, labels)["f1"],
+                          "hf_trainer": entity_f1(hf_dir / "final", val, labels)["f1"],
+                          "hf_tokens_per_s": hf["tokens_per_s"]}
+    summary = {}
+    for name in ("tempering", "hf_trainer"):
+        values = [row[name] for row in per_seed.values()]
+        summary[name] = {"mean": statistics.mean(values),
+                         "stdev": statistics.stdev(values) if len(values) > 1 else 0.0}
+    gaps = [100 * (row["tempering"] - row["hf_trainer"]) for row in per_seed.values()]
+    return {"batching": args.f1_batching, "seeds": per_seed, "summary": summary, "mean_gap_points": statistics.mean(gaps),
+            "gap_points_per_seed": gaps}
 
 
 def result_dir(work: Path, grouped: bool) -> Path:
@@ -294,7 +346,7 @@ def _smoke_files(files: dict, work: Path) -> dict:
 
 def markdown(report: dict) -> str:
     """The tables docs/performance.md shows."""
-    lines = _speed_table(report.get("throughput_rounds"))
+    lines = _speed_table(report.get("throughput_rounds")) + _seeds_table(report.get("f1_seeds"))
     if "tempering" not in report:
         return "\n".join(lines)
     t = report["tempering"]
@@ -317,20 +369,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _seeds_table(seeds: dict | None) -> list[str]:
+    if not seeds:
+        return []
+    lines = ["", f"Batches: {seeds.get('batching', 'mixed')}.", "",
+             "| seed | Tempering docs_val F1 | HF `Trainer` docs_val F1 | gap (points) |", "|---|---|---|---|"]
+    for (seed, row), gap in zip(seeds["seeds"].items(), seeds["gap_points_per_seed"], strict=True):
+        lines.append(f"| {seed} | {100 * row['tempering']:.2f} | {100 * row['hf_trainer']:.2f} | {gap:+.2f} |")
+    ours, hf = seeds["summary"]["tempering"], seeds["summary"]["hf_trainer"]
+    lines.append(f"| mean ± sd | {100 * ours['mean']:.2f} ± {100 * ours['stdev']:.2f} | "
+                 f"{100 * hf['mean']:.2f} ± {100 * hf['stdev']:.2f} | **{seeds['mean_gap_points']:+.2f}** |")
+    return lines
+
+
 def _speed_table(speed: dict | None) -> list[str]:
     if not speed:
         return []
     rounds = speed["rounds"]
     lines = [f"| row ({speed['steps']} steps, {len(rounds)} rounds in turn) | tokens/s per round | median | "
-             "Tempering's speed-up (median of rounds) |", "|---|---|---|---|"]
-    for name, label, ratio in (("tempering", "`temper post-train --task ner`", None),
+             "ratio (median of rounds) |", "|---|---|---|---|"]
+    for name, label, ratio in (("tempering", "`temper post-train --task ner` (grouped by length)", None),
+                               ("tempering_random", "`temper post-train --task ner`, `ner.group_by_length=false`",
+                                "median_random_vs_hf"),
                                ("hf_trainer", "HF `Trainer` (defaults)", "median_vs_hf"),
                                ("hf_trainer_grouped", "HF `Trainer`, `group_by_length=True`", "median_vs_hf_grouped")):
         values = ", ".join(f"{r[name]['tokens_per_s']:,.0f}" for r in rounds)
         lines.append(f"| {label} | {values} | {speed['median_tokens_per_s'][name]:,.0f} | "
                      + (f"**{speed[ratio]:.2f}×** |" if ratio else "1.00× |"))
     loads = ", ".join(str(r["tempering"]["load"]) for r in rounds)
-    return lines + ["", f"Load average at the start of each round: {loads}."]
+    return lines + ["", "Ratios: an HF row's is Tempering (grouped) ÷ that row; the random row's is it ÷ HF defaults "
+                        "(both draw batches at random).", f"Load average at the start of each round: {loads}."]
 
 
 if __name__ == "__main__":

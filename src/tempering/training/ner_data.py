@@ -149,7 +149,7 @@ def build_ner_batches(config: Config, sentences: NerSentences, labels: tuple[str
         raise UserError("no training sentences left after aligning them to word pieces")
     strategy = config.data.strategy if post_training else "new_only"
     train = SentenceBatches(old + new if strategy != "new_only" else new, batch_size=config.training.batch_size,
-                            seed=config.run.seed, pad_id=tokens.pad_id,
+                            seed=config.run.seed, pad_id=tokens.pad_id, group_by_length=config.ner.group_by_length,
                             segments=[len(old), len(new)] if strategy == "append" and old else None)
     val_sets = {split: [SentenceEvalSet(items, tokens.pad_id)] for split, items in splits.items() if items}
     return NerBatches(train, val_sets, len(old) + len(new) if strategy != "new_only" else len(new))

@@ -72,3 +72,21 @@ def test_append_segments_train_old_then_new_and_padding_masks():
     assert batch["attention_mask"].tolist() == [[1] * 6, [1, 1, 0, 0, 0, 0]]
     assert batch["input_ids"][1].tolist() == [0, 1, 9, 9, 9, 9] and batch["labels"][1, 2:].tolist() == [-100] * 4
     assert next(SentenceEvalSet([sentence(3)] * 2, pad_id=0).eval_batches(2))["attention_mask"] is None
+
+
+def test_random_batches_cover_an_epoch_once_in_the_seeded_order_and_pad_more():
+    from tempering.config.schema import NerConfig
+
+    assert NerConfig().group_by_length is True
+    sentences = [sentence(3 + (i * 7) % 40) for i in range(230)]
+    grouped = SentenceBatches(sentences, batch_size=8, seed=5, pad_id=0).epoch_batches(0)
+    random = SentenceBatches(sentences, batch_size=8, seed=5, pad_id=0, group_by_length=False).epoch_batches(0)
+    order = np.random.default_rng([5, 0, 0]).permutation(230)
+    assert np.concatenate(random).tolist() == order.tolist()  # the epoch's shuffled order, cut in batches
+    assert [len(b) for b in random] == [8] * 28 + [6]
+
+    def fill(epoch):
+        return sum(len(s.input_ids) for s in sentences) / sum(
+            len(b) * max(len(sentences[i].input_ids) for i in b) for b in epoch)
+
+    assert fill(random) < 0.75 < 0.9 < fill(grouped)
