@@ -775,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
 
     importer = commands.add_parser(
-        "import", help="Convert a local Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3) into a checkpoint.",
+        "import", help="Convert a local Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, DistilBERT, BERT) into a checkpoint.",
         description="Convert a local Hugging Face model directory — config.json, model.safetensors (or shards with "
                     "model.safetensors.index.json), tokenizer.json and its config — into a Tempering checkpoint that "
                     "every stage accepts with --checkpoint. The model family is read from config.json's model_type; "

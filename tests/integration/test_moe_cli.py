@@ -1,5 +1,6 @@
 """The moe family end to end through the real CLI: pretrain (router metrics, Mixtral export, crash and NaN
-safety), generate, SFT and DPO on an MoE base, and `temper import` of a Mixtral directory."""
+safety), generate, SFT and DPO on an MoE base, `temper import` of a Mixtral directory, and a model with a
+shared expert (Qwen2-MoE export and import)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,32 @@ def test_every_train_line_has_router_metrics_and_final_loads_as_mixtral(moe_pret
     generated = run_temper("generate", "--checkpoint", run, "--prompt", "The", "--temperature", "0",
                            "--max-new-tokens", "8", check=True)
     assert generated.stdout.startswith("The")
+
+
+def test_a_shared_expert_run_saves_a_qwen2_moe_checkpoint_that_loads_and_imports_back(moe_pretrain, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from tempering.checkpoint.hf_import import import_hf_model
+    from tempering.checkpoint.model_loading import load_model
+
+    run = tmp_path / "run"
+    moe_pretrain(run, "--max-steps", "2", "model.shared_expert_d_ff=32")
+    assert_router_metrics(train_records(run)[-1])
+    config = json.loads((run / "final" / "config.json").read_text())
+    assert (config["model_type"], config["shared_expert_intermediate_size"]) == ("qwen2_moe", 32)
+    ours = load_model(run / "final").model
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(run / "final").eval()
+    assert type(theirs).__name__ == "Qwen2MoeForCausalLM"
+    ids = torch.randint(0, config["vocab_size"], (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids).logits, atol=1e-5, rtol=0)
+    hf_dir = tmp_path / "hf"
+    theirs.save_pretrained(hf_dir)
+    transformers.AutoTokenizer.from_pretrained(run / "final").save_pretrained(hf_dir)
+    assert import_hf_model(hf_dir, tmp_path / "imported")["model_type"] == "qwen2_moe"
+    imported = load_file(tmp_path / "imported" / "model.safetensors")
+    original = load_file(run / "final" / "model.safetensors")
+    assert "model.layers.1.mlp.shared_expert.down_proj.weight" in original
+    assert imported.keys() == original.keys() and all(torch.equal(imported[n], original[n]) for n in original)
 
 
 def test_a_run_killed_while_saving_resumes_bit_identically_and_nan_rolls_back(moe_pretrain, tmp_path):

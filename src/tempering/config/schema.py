@@ -49,6 +49,7 @@ class ModelConfig(Section):
     experts_per_token: int | None = Field(None, description="Mixture of experts: override how many experts each token is routed to (top-k, default 2).")
     router_aux_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router load-balancing loss (Switch/Mixtral form; preset default 0.01, 0 disables).")
     router_z_loss_coef: float | None = Field(None, description="Mixture of experts: weight of the router z-loss (ST-MoE; preset default 0.001, 0 disables).")
+    shared_expert_d_ff: int | None = Field(None, description="Mixture of experts: hidden width of a shared SwiGLU expert every token goes through, gated as in Qwen2-MoE (checkpoints then load as Qwen2MoeForCausalLM); preset default 0, none.")
     image_size: int | None = Field(None, gt=0, description="Vision: override the encoder's input size (square, pixels per side).")
     patch_size: int | None = Field(None, gt=0, description="Vision: override the encoder's patch size (pixels per side).")
 
@@ -248,7 +249,7 @@ class LoraConfig(Section):
     r: int | None = Field(None, gt=0, description="LoRA rank; set it to train adapters on the target modules and freeze every other weight (flag --lora-r).")
     alpha: float | None = Field(None, gt=0.0, description="LoRA scale: the update is (alpha / r) * B @ A (default 2 * r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj, w1 for MoE experts, gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"], description="Linear layers that get adapters: plain names match in every block (q_proj; w1, or gate_proj with a shared expert, for MoE experts; gate for MoE routers), dotted or wildcard names are fnmatch patterns on full module names.")
 
 
 class SpeechConfig(Section):

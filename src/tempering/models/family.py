@@ -12,6 +12,8 @@ a family's tensors. This module imports no torch, so `temper presets` starts fas
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -133,6 +135,17 @@ class ModelFamily:
     def summary(self, arch: Any) -> dict[str, Any]:
         """Columns describing `arch` in `temper presets` (dimension name -> value)."""
         raise NotImplementedError
+
+
+@contextmanager
+def reading_hf_config(kind: str, where: str | None, section: str = "config") -> Iterator[None]:
+    """Turn a missing key or a mistyped value met while reading a `config.json` into one UserError naming it."""
+    try:
+        yield
+    except KeyError as missing:
+        raise UserError(f"{section} has no {missing.args[0]!r}, which a {kind} model needs", where=where) from None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{section} holds a value of the wrong type ({exc})", where=where) from None
 
 
 def decoder_generation_config(special: SpecialTokenIds) -> dict:

@@ -2,11 +2,12 @@
 
 A run with `training.active_expert` I and `checkpoint.expert_checkpoint_dir` DIR starts from
 what DIR holds — the newest shared weights (`shared.safetensors`: embeddings, attention,
-norms, routers, head) and every expert saved there (`expert_<j>.safetensors`) — and, when it
-ends, writes its expert I and its shared weights back, each file atomically (temp file,
-fsync, rename). `experts.json` records the architecture, tokenizer and which run wrote each
-file. `merge_experts` assembles DIR into one checkpoint that every stage accepts; a short
-router-only post-training (`--train-only router`) then teaches the router to pick.
+norms, routers, head, and a shared expert with its gate where the model has one) and every
+expert saved there (`expert_<j>.safetensors`) — and, when it ends, writes its expert I and
+its shared weights back, each file atomically (temp file, fsync, rename). `experts.json`
+records the architecture, tokenizer and which run wrote each file. `merge_experts` assembles
+DIR into one checkpoint that every stage accepts; a short router-only post-training
+(`--train-only router`) then teaches the router to pick.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tempering.checkpoint.atomic import fsync_dir, fsync_file
 from tempering.checkpoint.io import load_checkpoint, save_checkpoint
 from tempering.checkpoint.paths import TOKENIZER_FILES
 from tempering.errors import UserError
-from tempering.models.family import ModelFamily
+from tempering.models.family import ModelFamily, ParameterLayout
+from tempering.models.registry import get_family
 from tempering.tracking.console import console
 
 SHARED_FILE = "shared.safetensors"
@@ -34,7 +36,7 @@ TOKENIZER_SUBDIR = "tokenizer"
 
 
 def expert_file(index: int) -> str:
-    """The file holding expert `index`'s weights (every layer's w1, w2, w3)."""
+    """The file holding expert `index`'s weights (its three projections in every layer)."""
     return f"expert_{index}.safetensors"
 
 
@@ -68,9 +70,7 @@ def save_expert_run(directory: Path, final_checkpoint: Path, family: ModelFamily
     """Write the run's expert `active` and (unless a newer run wrote them) its shared weights into DIR."""
     checkpoint = load_checkpoint(final_checkpoint)
     weights = checkpoint.load_weights()
-    layout = family.layout
-    expert = {name: t for name, t in weights.items() if layout.expert_index(name) == active}
-    shared = {name: t for name, t in weights.items() if layout.expert_index(name) is None}
+    expert, shared = split_expert_weights(weights, family.layout, active)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(directory) or {"family": family.name, "config": checkpoint.hf_config,
                                              "generation_config": checkpoint.generation_config,
@@ -98,6 +98,14 @@ def save_expert_run(directory: Path, final_checkpoint: Path, family: ModelFamily
     console.print(f"expert checkpoint dir {directory}: wrote {', '.join(written)} (step {checkpoint.step})")
 
 
+def split_expert_weights(weights: dict[str, torch.Tensor], layout: ParameterLayout,
+                         active: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(expert `active`'s tensors, the shared tensors); other experts' tensors are in neither."""
+    expert = {name: t for name, t in weights.items() if layout.expert_index(name) == active}
+    shared = {name: t for name, t in weights.items() if layout.expert_index(name) is None}
+    return expert, shared
+
+
 def merge_experts(directory: Path, output: Path) -> dict:
     """Assemble DIR's shared weights and every expert into one checkpoint at `output`; return a summary."""
     manifest = _read_manifest(directory)
@@ -106,7 +114,7 @@ def merge_experts(directory: Path, output: Path) -> dict:
                         "`temper pretrain --active-expert I --expert-checkpoint-dir DIR` first")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UserError(f"--output {output} already exists and is not empty; choose a new directory")
-    num_experts = int(manifest["config"]["num_local_experts"])
+    num_experts = get_family(manifest["family"]).from_hf_config(manifest["config"]).n_experts
     missing = [j for j in range(num_experts) if not (directory / expert_file(j)).is_file()]
     if missing:
         raise UserError(f"{directory} lacks {', '.join(expert_file(j) for j in missing)}; train "

@@ -15,7 +15,7 @@ from typing import Any
 
 from tempering.errors import UserError
 from tempering.models.encoder.architecture import NORM_EPS, EncoderArchitecture
-from tempering.models.family import SpecialTokenIds
+from tempering.models.family import SpecialTokenIds, reading_hf_config
 
 HF_MODEL_TYPES = ("distilbert", "bert")
 HF_CLASSES = {"mlm": "DistilBertForMaskedLM", "token_classification": "DistilBertForTokenClassification",
@@ -61,16 +61,12 @@ def from_hf_config(config: dict[str, Any], *, where: str | None = None) -> Encod
     if kind not in HF_MODEL_TYPES:
         raise UserError(f"model_type is {kind!r}; the encoder family supports {', '.join(HF_MODEL_TYPES)}",
                         where=where)
-    try:
+    with reading_hf_config(kind, where):
         dims = _distilbert_dims(config, where) if kind == "distilbert" else _bert_dims(config, where)
         head = _head(config, where)
         labels = _labels(config, where) if head == "token_classification" else ()
         arch = EncoderArchitecture(**dims, tie_embeddings=bool(config.get("tie_word_embeddings", True)),
                                    head=head, labels=labels)
-    except KeyError as missing:
-        raise UserError(f"config has no {missing.args[0]!r}, which a {kind} model needs", where=where) from None
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"config holds a value of the wrong type ({exc})", where=where) from None
     arch.check()
     return arch
 

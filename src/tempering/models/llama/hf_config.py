@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tempering.errors import UserError
-from tempering.models.family import SpecialTokenIds
+from tempering.models.family import SpecialTokenIds, reading_hf_config
 from tempering.models.llama.architecture import HF_MODEL_TYPES, Architecture
 
 HF_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -60,7 +60,7 @@ def to_hf_config(arch: Architecture, *, dropout: float = 0.0, special: SpecialTo
 def from_hf_config(config: dict[str, Any], *, where: str | None = None) -> Architecture:
     """Return the Architecture of an HF Llama/Mistral/Qwen2/Qwen3 `config.json`; UserError names an unsupported key."""
     kind = _check_supported(config, where)
-    try:
+    with reading_hf_config(kind, where):
         hidden_size = int(config["hidden_size"])
         n_heads = int(config["num_attention_heads"])
         head_dim = config.get("head_dim")
@@ -83,10 +83,6 @@ def from_hf_config(config: dict[str, Any], *, where: str | None = None) -> Archi
             qk_norm=kind == "qwen3",
             hf_model_type=kind,
         )
-    except KeyError as missing:
-        raise UserError(f"config has no {missing.args[0]!r}, which a {kind} model needs", where=where) from None
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"config holds a value of the wrong type ({exc})", where=where) from None
     arch.check()
     return arch
 

@@ -1,4 +1,5 @@
-"""The `moe` family: a Mixtral-style mixture-of-experts decoder LM (reads and writes Mixtral checkpoints).
+"""The `moe` family: a Mixtral-style mixture-of-experts decoder LM (reads and writes Mixtral checkpoints, and
+Qwen2-MoE checkpoints for a model with a shared expert).
 
 This package's `__init__` is the family declaration (torch-free); the model itself is in
 `model.py` and is imported only when a model is built.
@@ -27,12 +28,14 @@ from tempering.models.moe.architecture import (
     expected_tensors,
 )
 
-EXPERT_PATTERN = re.compile(r"model\.layers\.\d+\.block_sparse_moe\.experts\.(\d+)\.")
-ROUTER_PATTERN = "model.layers.*.block_sparse_moe.gate"
+# Mixtral's `block_sparse_moe.experts.{j}.` and Qwen2-MoE's `mlp.experts.{j}.`; not `mlp.shared_expert.`, which is shared.
+EXPERT_PATTERN = re.compile(r"model\.layers\.\d+\.(?:block_sparse_moe|mlp)\.experts\.(\d+)\.")
+# Mixtral's `block_sparse_moe.gate` and Qwen2-MoE's `mlp.gate` (not `shared_expert_gate`: that one is shared).
+ROUTER_PATTERN = "model.layers.*.gate"
 
 
 class MoeFamily(ModelFamily):
-    """Decoder-only mixture-of-experts causal LMs with Hugging Face Mixtral parameter names."""
+    """Decoder-only mixture-of-experts causal LMs with Hugging Face Mixtral (or Qwen2-MoE) parameter names."""
 
     name = "moe"
     hf_model_types = HF_MODEL_TYPES
@@ -42,8 +45,8 @@ class MoeFamily(ModelFamily):
     presets = PRESETS
 
     def model_type(self, arch: MoeArchitecture) -> str:
-        """Always mixtral."""
-        return "mixtral"
+        """mixtral, or qwen2_moe for a model with a shared expert."""
+        return arch.hf_model_type
 
     def architecture(self, preset: str, overrides: dict[str, Any]) -> MoeArchitecture:
         """The preset's architecture with the non-None overrides applied, checked."""
@@ -61,11 +64,11 @@ class MoeFamily(ModelFamily):
         return MoeDecoderLM(arch, dropout=dropout)
 
     def to_hf_config(self, arch: MoeArchitecture, *, dropout: float, special: SpecialTokenIds) -> dict:
-        """config.json for MixtralForCausalLM."""
+        """config.json for MixtralForCausalLM (Qwen2MoeForCausalLM with a shared expert)."""
         return hf_config.to_hf_config(arch, dropout=dropout, special=special)
 
     def from_hf_config(self, config: dict, *, where: str | None = None) -> MoeArchitecture:
-        """The architecture of a Mixtral config.json."""
+        """The architecture of a Mixtral or Qwen2-MoE config.json."""
         return hf_config.from_hf_config(config, where=where)
 
     def count_parameters(self, arch: MoeArchitecture) -> int:
@@ -73,7 +76,7 @@ class MoeFamily(ModelFamily):
         return count_parameters(arch)
 
     def count_active_parameters(self, arch: MoeArchitecture) -> int:
-        """Parameters one token passes through (its top-k experts, not the others)."""
+        """Parameters one token passes through (its top-k experts and the shared one, not the others)."""
         return count_active_parameters(arch)
 
     def count_non_embedding_parameters(self, arch: MoeArchitecture) -> int:

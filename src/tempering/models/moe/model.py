@@ -1,4 +1,5 @@
-"""The mixture-of-experts decoder LM, with Hugging Face `MixtralForCausalLM` parameter names.
+"""The mixture-of-experts decoder LM, with Hugging Face `MixtralForCausalLM` parameter names
+(`Qwen2MoeForCausalLM`'s when it has a shared expert).
 
 Each block is Llama attention (the shared layers of `models/layers.py`) followed by a sparse
 MoE: a router picks each token's top-k experts and mixes their SwiGLU outputs by the
@@ -6,8 +7,14 @@ renormalised router probabilities (Mixtral's rule). Routing is dropless: every t
 each of its k experts, whatever the load. Tokens are sorted by expert once and each expert
 runs on its contiguous slice — one `grouped_mm` over all experts where torch has it (CPU,
 and CUDA from compute capability 9.0 in bf16), else one matmul per expert; never a loop over
-tokens. Each expert stays its own `w1`/`w2`/`w3` `nn.Linear`, so one expert can be frozen
-(sequential expert training) or wrapped by LoRA; wrapped experts take the per-expert path.
+tokens. Each expert keeps its own three `nn.Linear`s (`w1`/`w3`/`w2`, or
+`gate_proj`/`up_proj`/`down_proj`), so one expert can be frozen (sequential expert
+training) or wrapped by LoRA; wrapped experts take the per-expert path.
+
+With `arch.shared_expert_d_ff` above 0, each MoE layer adds a shared SwiGLU expert that
+every token goes through, scaled per token by `sigmoid(shared_expert_gate(x))`, as
+Qwen2-MoE does; `arch.names` then gives every MoE module Qwen2-MoE's name, so the state
+dict is that model's checkpoint as it is.
 
 The router's auxiliary losses come back from `hidden_states_and_auxiliary` with the hidden
 states (see `models/auxiliary.py`): the load-balancing loss in Mixtral's form
@@ -39,7 +46,7 @@ from tempering.models.llama.model import (
     positions_from_documents,
     rotary_for_positions,
 )
-from tempering.models.moe.architecture import MoeArchitecture
+from tempering.models.moe.architecture import MoeArchitecture, MoeNames
 
 INIT_STD = 0.02
 # torch 2.8 added the private op, a later release the public one; either takes (M, K) x (E, K, N) with offsets.
@@ -56,27 +63,41 @@ class RouterStats(NamedTuple):
 
 
 class Expert(nn.Module):
-    """One expert: a SwiGLU MLP with Mixtral's names, w2(silu(w1(x)) * w3(x))."""
+    """One expert: a SwiGLU MLP, down(silu(gate(x)) * up(x)), under its layout's names (Mixtral's w1, w3, w2)."""
 
-    def __init__(self, d_model: int, d_ff: int):
+    def __init__(self, d_model: int, d_ff: int, names: MoeNames):
         super().__init__()
-        self.w1 = nn.Linear(d_model, d_ff, bias=False)
-        self.w2 = nn.Linear(d_ff, d_model, bias=False)
-        self.w3 = nn.Linear(d_model, d_ff, bias=False)
+        self.names = names
+        # Registered gate, down, up (Mixtral's w1, w2, w3): the order initialisation draws them in.
+        self.add_module(names.gate, nn.Linear(d_model, d_ff, bias=False))
+        self.add_module(names.down, nn.Linear(d_ff, d_model, bias=False))
+        self.add_module(names.up, nn.Linear(d_model, d_ff, bias=False))
+
+    def projections(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """The gate, up and down projections (read by name: LoRA may have replaced them)."""
+        return getattr(self, self.names.gate), getattr(self, self.names.up), getattr(self, self.names.down)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up, down = self.projections()
+        return down(F.silu(gate(x)) * up(x))
 
 
 class SparseMoe(nn.Module):
-    """Top-k router over `n_experts` experts, dropless (`block_sparse_moe` in Mixtral's names)."""
+    """Top-k router over `n_experts` experts, dropless, plus the optional gated shared expert.
+
+    `block_sparse_moe` in Mixtral's names, `mlp` in Qwen2-MoE's.
+    """
 
     def __init__(self, arch: MoeArchitecture):
         super().__init__()
         self.top_k = arch.experts_per_token
         self.forced_expert: int | None = None  # a sequential expert run sends every token to this expert
         self.gate = nn.Linear(arch.d_model, arch.n_experts, bias=False)
-        self.experts = nn.ModuleList(Expert(arch.d_model, arch.d_ff) for _ in range(arch.n_experts))
+        self.experts = nn.ModuleList(Expert(arch.d_model, arch.d_ff, arch.names) for _ in range(arch.n_experts))
+        self.has_shared_expert = arch.shared_expert_d_ff > 0
+        if self.has_shared_expert:
+            self.shared_expert = Expert(arch.d_model, arch.shared_expert_d_ff, arch.names)
+            self.shared_expert_gate = nn.Linear(arch.d_model, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterStats]:
         """Mix (B, T, D) through each token's top-k experts; return the output and the layer's routing stats."""
@@ -91,9 +112,15 @@ class SparseMoe(nn.Module):
             top_experts = torch.full_like(logits[:, :1], self.forced_expert, dtype=torch.long)
             top_probs = torch.ones_like(logits[:, :1])
         out, counts = self._dispatch(flat, top_probs, top_experts)
+        if self.has_shared_expert:
+            out = out + self._shared(flat.to(compute_dtype(flat)))
         stats = RouterStats(counts.to(probs.dtype), probs.sum(dim=0),
                             torch.logsumexp(logits, dim=-1).square().sum(), flat.shape[0])
         return out.view(batch, seq_len, d_model), stats
+
+    def _shared(self, flat: torch.Tensor) -> torch.Tensor:
+        """The shared expert's (N, D) output, scaled per token by sigmoid(shared_expert_gate(x)) (Qwen2-MoE's rule)."""
+        return torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)  # (N, 1) * (N, D)
 
     def _dispatch(self, flat: torch.Tensor, top_probs: torch.Tensor,
                   top_experts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +145,7 @@ class SparseMoe(nn.Module):
     def _can_group(self, inputs: torch.Tensor) -> bool:
         """grouped_mm exists, runs on this device and dtype, and the experts are plain linears (no LoRA)."""
         if _GROUPED_MM is None or not all(type(layer) is nn.Linear for expert in self.experts
-                                          for layer in (expert.w1, expert.w2, expert.w3)):
+                                          for layer in expert.projections()):
             return False
         if inputs.device.type == "cpu":
             return True
@@ -128,9 +155,10 @@ class SparseMoe(nn.Module):
     def _grouped_experts(self, inputs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """All experts in two grouped matmuls over the expert-sorted (M, D) inputs; (M, D)."""
         dtype = inputs.dtype
-        # (E, D, 2F): w1 and w3 side by side, so one grouped matmul makes both halves of the SwiGLU.
-        gate_up = torch.stack([torch.cat([e.w1.weight, e.w3.weight]).to(dtype) for e in self.experts]).transpose(1, 2)
-        down = torch.stack([e.w2.weight.to(dtype) for e in self.experts]).transpose(1, 2)  # (E, F, D)
+        projections = [expert.projections() for expert in self.experts]  # (gate, up, down) of each
+        # (E, D, 2F): gate and up side by side, so one grouped matmul makes both halves of the SwiGLU.
+        gate_up = torch.stack([torch.cat([g.weight, u.weight]).to(dtype) for g, u, _ in projections]).transpose(1, 2)
+        down = torch.stack([d.weight.to(dtype) for _, _, d in projections]).transpose(1, 2)  # (E, F, D)
         offsets = counts.cumsum(0).to(torch.int32)  # end of each expert's rows
         gate, up = _GROUPED_MM(inputs, gate_up, offs=offsets).chunk(2, dim=-1)  # (M, F) each
         return _GROUPED_MM(F.silu(gate) * up, down, offs=offsets)
@@ -142,7 +170,8 @@ class MoeBlock(nn.Module):
     def __init__(self, arch: MoeArchitecture, dropout: float):
         super().__init__()
         self.self_attn = Attention(arch.d_model, arch.n_heads, arch.n_kv_heads, dropout, head_dim=arch.head_dim)
-        self.block_sparse_moe = SparseMoe(arch)
+        self.moe_name = arch.names.moe
+        self.add_module(self.moe_name, SparseMoe(arch))
         self.input_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
         self.post_attention_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
         self.dropout = dropout
@@ -151,8 +180,13 @@ class MoeBlock(nn.Module):
         """Apply the block to (B, T, D)."""
         h = self.self_attn(self.input_layernorm(x), cos, sin, attn_bias, is_causal, kv_cache, layer_idx)
         x = x + self._drop(h)
-        mixed, stats = self.block_sparse_moe(self.post_attention_layernorm(x))
+        mixed, stats = self.moe(self.post_attention_layernorm(x))
         return x + self._drop(mixed), stats
+
+    @property
+    def moe(self) -> SparseMoe:
+        """The block's MoE module, whatever its layout calls it."""
+        return getattr(self, self.moe_name)
 
     def _drop(self, h: torch.Tensor) -> torch.Tensor:
         return F.dropout(h, self.dropout, self.training) if self.dropout else h
@@ -172,7 +206,7 @@ class MoeBackbone(nn.Module):
 
 
 class MoeDecoderLM(nn.Module):
-    """Mixtral-style decoder LM; `state_dict()` keys equal MixtralForCausalLM's checkpoint names."""
+    """Mixtral-style decoder LM; `state_dict()` keys equal MixtralForCausalLM's (or Qwen2MoeForCausalLM's) names."""
 
     def __init__(self, arch: MoeArchitecture, dropout: float = 0.0):
         super().__init__()
@@ -187,7 +221,7 @@ class MoeDecoderLM(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """normal(0, 0.02) weights; the projections into the residual stream (o_proj, each w2) get 0.02/sqrt(2L)."""
+        """normal(0, 0.02) weights; the projections into the residual stream (o_proj, each down) get 0.02/sqrt(2L)."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
@@ -196,8 +230,9 @@ class MoeDecoderLM(nn.Module):
         out_std = residual_std(INIT_STD, self.arch.n_layers)
         for layer in self.model.layers:
             nn.init.normal_(layer.self_attn.o_proj.weight, mean=0.0, std=out_std)
-            for expert in layer.block_sparse_moe.experts:
-                nn.init.normal_(expert.w2.weight, mean=0.0, std=out_std)
+            for expert in layer.moe.modules():  # the routed experts and the shared one
+                if isinstance(expert, Expert):
+                    nn.init.normal_(expert.projections()[2].weight, mean=0.0, std=out_std)
         cos, sin = rotary_tables(self.arch.head_dim, self.arch.max_seq_len, self.arch.rope_theta)
         self.model.rope_cos.copy_(cos)
         self.model.rope_sin.copy_(sin)
@@ -246,7 +281,7 @@ class MoeDecoderLM(nn.Module):
     def route_every_token_to(self, expert: int | None) -> None:
         """Send every token to `expert` alone (a sequential expert run), or back to top-k routing (None)."""
         for layer in self.model.layers:
-            layer.block_sparse_moe.forced_expert = expert
+            layer.moe.forced_expert = expert
 
     def router_losses(self, stats: list[RouterStats]) -> AuxiliaryLosses:
         """Load-balancing loss and z-loss over every layer's tokens (coefficients applied), and load metrics."""
@@ -256,7 +291,7 @@ class MoeDecoderLM(nn.Module):
         balance = self.arch.n_experts * (load * probability).sum()
         z_loss = torch.stack([s.z_squared for s in stats]).sum() / num_rows
         loss = torch.zeros((), dtype=balance.dtype, device=balance.device)
-        forced = self.model.layers[0].block_sparse_moe.forced_expert is not None  # the router decides nothing
+        forced = self.model.layers[0].moe.forced_expert is not None  # the router decides nothing
         if self.arch.router_aux_loss_coef > 0 and not forced:
             loss = loss + self.arch.router_aux_loss_coef * balance
         if self.arch.router_z_loss_coef > 0 and not forced:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tempering.errors import UserError
-from tempering.models.family import SpecialTokenIds
+from tempering.models.family import SpecialTokenIds, reading_hf_config
 from tempering.models.llama import hf_config as llama_hf
 from tempering.models.vision.architecture import VisionArchitecture
 
@@ -48,16 +48,12 @@ def from_hf_config(config: dict[str, Any], *, where: str | None = None) -> Visio
         if vision.get(key, value) != value:
             raise UserError(f"vision_config.{key} is {vision[key]!r}; the vision family computes {value!r}",
                             where=where)
-    try:
+    with reading_hf_config("llava", where, section="vision_config"):
         arch = VisionArchitecture(
             image_size=int(vision["image_size"]), patch_size=int(vision["patch_size"]),
             d_model=int(vision["hidden_size"]), n_layers=int(vision["num_hidden_layers"]),
             n_heads=int(vision["num_attention_heads"]), d_ff=int(vision["intermediate_size"]),
             norm_eps=float(vision.get("layer_norm_eps", 1e-6)), lm=llama_hf.from_hf_config(text, where=where),
             image_token_id=int(config.get("image_token_id", config.get("image_token_index", 0))))
-    except KeyError as exc:
-        raise UserError(f"vision_config has no {exc.args[0]!r}", where=where) from None
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"a vision_config value has the wrong type ({exc})", where=where) from None
     arch.check()
     return arch
