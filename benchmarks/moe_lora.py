@@ -243,6 +243,7 @@ def peer_spec(module: str, args, precision: str, **extra) -> dict:
 
 def run_rows(rows: dict, args) -> dict:
     """Run every row --rounds times (in turn); median tokens/s, step time and peak RSS per row."""
+    rows = {name: row for name, row in rows.items() if not args.rows or name in args.rows}
     raw = {name: [] for name in rows}
     for round_index in range(args.rounds):
         for name, row in rows.items():
@@ -347,6 +348,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--expert-width", type=int, default=128, help="d_model of the expert-workflow model.")
     parser.add_argument("--expert-layers", type=int, default=4)
     parser.add_argument("--quiet-wait-s", type=float, default=60)
+    parser.add_argument("--rows", nargs="+", metavar="ROW", help="Run only these rows of the parts (e.g. "
+                        "tempering-full tempering-lora); ratios need both of their rows.")
     parser.add_argument("--glibc-default", action="store_true",
                         help="Run temper with TEMPERING_MMAP_THRESHOLD=0 (glibc's dynamic mmap threshold) to see "
                              "what pinning it saves; the peer rows are unaffected.")
