@@ -48,6 +48,7 @@ def main() -> None:
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine_description(), "command": " ".join(["python", *sys.argv]), "steps": args.steps,
+              "mmap_threshold": "pinned at 131072" if args.pin_mmap_threshold else "glibc dynamic",
               "seq_len": args.seq_len, "batch_size": args.batch_size}
     shards, tok = prepare_shards(args.work, 8192, ("prose",))
     for part in args.parts:
@@ -242,6 +243,7 @@ def peer_spec(module: str, args, precision: str, **extra) -> dict:
 
 def run_rows(rows: dict, args) -> dict:
     """Run every row --rounds times (in turn); median tokens/s, step time and peak RSS per row."""
+    rows = {name: row for name, row in rows.items() if not args.rows or name in args.rows}
     raw = {name: [] for name in rows}
     for round_index in range(args.rounds):
         for name, row in rows.items():
@@ -263,7 +265,10 @@ def run_once(name: str, row, args, round_index: int) -> dict:
     else:
         command = [sys.executable, "-m", "tempering", *map(str, row), "--save-dir", str(run_dir / "run")]
         metrics = run_dir / "run" / "metrics.jsonl"
-    child = run_child(command, child_env(args.work), run_dir / "stderr.txt", metrics)
+    env = child_env(args.work)
+    if args.pin_mmap_threshold:
+        env["TEMPERING_MMAP_THRESHOLD"] = "131072"
+    child = run_child(command, env, run_dir / "stderr.txt", metrics)
     if child["returncode"] != 0:
         tail = (run_dir / "stderr.txt").read_text(errors="replace").strip().splitlines()[-3:]
         return {"status": f"failed: {' | '.join(tail)[-300:]}"}
@@ -343,6 +348,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--expert-width", type=int, default=128, help="d_model of the expert-workflow model.")
     parser.add_argument("--expert-layers", type=int, default=4)
     parser.add_argument("--quiet-wait-s", type=float, default=60)
+    parser.add_argument("--rows", nargs="+", metavar="ROW", help="Run only these rows of the parts (e.g. "
+                        "tempering-full tempering-lora); ratios need both of their rows.")
+    parser.add_argument("--pin-mmap-threshold", action="store_true",
+                        help="Run temper with TEMPERING_MMAP_THRESHOLD=131072 (glibc's mmap threshold pinned: less "
+                             "memory, slower steps); the peer rows are unaffected.")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-moe-lora")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "moe_lora.json")
     return parser.parse_args()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tempering import __version__
+from tempering.allocator import pin_mmap_threshold
 from tempering.argparsing import (
     Parser,
     add_underscore_spellings,
@@ -943,6 +944,7 @@ def main(argv: list[str] | None = None) -> None:
     if late_overrides:
         args.overrides = list(args.overrides or []) + late_overrides
     try:
+        pin_mmap_threshold()
         args.func(args)
         _leave_process_group()
     except BrokenPipeError:  # `temper config schema | head`: the reader left, not an error
