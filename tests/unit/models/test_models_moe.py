@@ -39,19 +39,23 @@ def save_ours(model: MoeDecoderLM, directory):
     (directory / "config.json").write_text(json.dumps(to_hf_config(model.arch, special=SPECIAL)))
 
 
-@pytest.fixture(params=["untied-top2", "tied-top1-mqa"])
+@pytest.fixture(params=["untied-top2", "tied-top1-mqa", "shared-expert-tied-top1-mqa-wide-heads"])
 def arch(request):
     if request.param == "untied-top2":
         return make_arch()
-    return make_arch(tie_embeddings=True, experts_per_token=1, n_kv_heads=1, n_experts=3, rope_theta=1e6)
+    tied_top1 = make_arch(tie_embeddings=True, experts_per_token=1, n_kv_heads=1, n_experts=3, rope_theta=1e6)
+    if request.param == "tied-top1-mqa":
+        return tied_top1
+    return tied_top1.with_overrides(attention_head_dim=32, shared_expert_d_ff=24)
 
 
-def test_checkpoint_loads_in_auto_model_as_mixtral_with_equal_logits(arch, tmp_path):
+def test_checkpoint_loads_in_auto_model_as_mixtral_or_qwen2_moe_with_equal_logits(arch, tmp_path):
     torch.manual_seed(0)
     ours = MoeDecoderLM(arch).eval()
     save_ours(ours, tmp_path)
     theirs, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
-    assert type(theirs).__name__ == "MixtralForCausalLM"
+    expected = "Qwen2MoeForCausalLM" if arch.shared_expert_d_ff else "MixtralForCausalLM"
+    assert type(theirs).__name__ == expected
     assert not info["missing_keys"] and not info["unexpected_keys"]
     input_ids = torch.randint(0, arch.vocab_size, (2, 40))
     with torch.no_grad():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from tempering.config.schema import LoraConfig, TrainingConfig
 from tempering.errors import UserError
@@ -47,30 +47,11 @@ def save_ours(model: MoeDecoderLM, directory):
     (directory / "config.json").write_text(json.dumps(to_hf_config(model.arch, special=SPECIAL)))
 
 
-@pytest.fixture(params=["untied-top2", "tied-top1-mqa-wide-heads"])
-def arch(request):
-    if request.param == "untied-top2":
-        return make_arch()
-    return make_arch(tie_embeddings=True, experts_per_token=1, n_kv_heads=1, n_experts=3, rope_theta=1e6,
-                     attention_head_dim=32, shared_expert_d_ff=24)
-
-
-def test_checkpoint_loads_in_auto_model_as_qwen2_moe_with_equal_logits(arch, tmp_path):
-    ours = build(arch)
-    save_ours(ours, tmp_path)
-    theirs, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
-    assert type(theirs).__name__ == "Qwen2MoeForCausalLM"
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    input_ids = torch.randint(0, arch.vocab_size, (2, 40))
-    with torch.no_grad():
-        torch.testing.assert_close(ours(input_ids), theirs.eval()(input_ids).logits, atol=1e-5, rtol=0)
-
-
-def test_names_shapes_counts_and_config_round_trip_through_transformers(arch, tmp_path):
+def test_shared_expert_names_and_config_round_trip_through_transformers(tmp_path):
+    # Logits parity and what transformers re-saves: test_models_moe.py, its shared-expert case.
+    arch = make_arch()
     ours = build(arch)
     exported = {name: tuple(t.shape) for name, t in ours.export_state_dict().items()}
-    assert exported == MOE.expected_tensors(arch)
-    assert sum(p.numel() for p in ours.parameters()) == count_parameters(arch)
     for layer in range(arch.n_layers):
         for part in SHARED_PARTS:
             assert f"model.layers.{layer}.{part}" in exported
@@ -79,9 +60,6 @@ def test_names_shapes_counts_and_config_round_trip_through_transformers(arch, tm
     assert not any("block_sparse_moe" in name or name.endswith(".w1.weight") for name in exported)
     save_ours(ours, tmp_path)
     transformers.AutoModelForCausalLM.from_pretrained(tmp_path).save_pretrained(tmp_path / "resaved")
-    resaved = load_file(tmp_path / "resaved" / "model.safetensors")
-    assert {name: tuple(t.shape) for name, t in resaved.items()
-            if name in exported or not arch.tie_embeddings} == exported
     config = json.loads((tmp_path / "resaved" / "config.json").read_text())
     assert (config["model_type"], config["norm_topk_prob"], config["qkv_bias"]) == ("qwen2_moe", True, False)
     assert from_hf_config(config) == arch
