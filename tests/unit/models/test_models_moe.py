@@ -76,8 +76,9 @@ def test_names_shapes_and_counts_match_what_transformers_saves(arch, tmp_path):
     assert from_hf_config(config) == arch
 
 
-def test_router_losses_equal_transformers_balancing_loss_and_the_z_loss_formula(tmp_path):
-    arch = make_arch(n_experts=5)
+@pytest.mark.parametrize("shared_expert_d_ff", [0, 40], ids=["mixtral", "qwen2_moe"])
+def test_router_losses_equal_transformers_balancing_loss_and_the_z_loss_formula(shared_expert_d_ff, tmp_path):
+    arch = make_arch(n_experts=5, shared_expert_d_ff=shared_expert_d_ff)
     torch.manual_seed(1)
     ours = MoeDecoderLM(arch).eval()
     save_ours(ours, tmp_path)  # transformers 5 fuses the experts in memory: load through its converter
