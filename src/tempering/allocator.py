@@ -21,6 +21,8 @@ import ctypes.util
 import os
 import sys
 
+from tempering.errors import UserError
+
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 SUGGESTED_THRESHOLD = 128 * 1024  # glibc's initial value, the one to pin
 ENV = "TEMPERING_MMAP_THRESHOLD"
@@ -36,8 +38,6 @@ def threshold_from_env(environ: dict | None = None) -> int:
     except ValueError:
         threshold = -1
     if threshold < 0:
-        from tempering.errors import UserError
-
         raise UserError(f"{ENV}={value!r}: give a size in bytes (e.g. 131072), or 0 to keep glibc's own threshold")
     return threshold
 
