@@ -144,19 +144,23 @@ def val_f1(run: Path, split: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ner"))
-    parser.add_argument("--text", default=str(REPO.parent / "shared" / "data" / "text"))
-    parser.add_argument("--work", default=str(REPO / "benchmarks" / "results" / "ner_work"))
-    parser.add_argument("--size", choices=list(SIZES), default="small")
-    parser.add_argument("--backbone-steps", type=int, default=600)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--warmup-steps", type=int, default=50)
-    parser.add_argument("--continued-epochs", type=int, default=1)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ner"),
+                        help="Folder of docs_train/docs_val/kernel_train/kernel_val .jsonl.gz (the shared NER data).")
+    parser.add_argument("--text", default=str(REPO.parent / "shared" / "data" / "text"),
+                        help="Folder holding pydocs_train.jsonl.gz: the tokenizer's and MLM backbone's text.")
+    parser.add_argument("--work", default=str(REPO / "benchmarks" / "results" / "ner_work"),
+                        help="Working folder: tokenizer, shards, backbone and every run (reused when present).")
+    parser.add_argument("--size", choices=list(SIZES), default="small",
+                        help="Backbone width: small = 4 x 256 (FFN 1024), distilbert = 6 x 768.")
+    parser.add_argument("--backbone-steps", type=int, default=600, help="MLM pretraining steps of the backbone.")
+    parser.add_argument("--epochs", type=int, default=2, help="Fine-tuning epochs over docs_train (both sides).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Sentences per batch (both sides).")
+    parser.add_argument("--lr", type=float, default=2e-4, help="Peak learning rate (both sides; cosine to 0).")
+    parser.add_argument("--warmup-steps", type=int, default=50, help="Linear warm-up steps (both sides).")
+    parser.add_argument("--continued-epochs", type=int, default=1, help="Epochs of the docs -> kernel continued runs.")
     parser.add_argument("--throughput-rounds", type=int, default=3,
                         help="Rounds of short runs, the rows in turn (Tempering, HF, HF grouped), for the speed ratio.")
-    parser.add_argument("--throughput-steps", type=int, default=60)
+    parser.add_argument("--throughput-steps", type=int, default=60, help="Training steps of each row in each round.")
     parser.add_argument("--only-throughput", action="store_true", help="Reuse --work's starting point; rounds only.")
     parser.add_argument("--only-continued", metavar="DOCS_RUN",
                         help="Only the continued-training rows, from this finished docs fine-tune (a run dir).")
@@ -169,7 +173,8 @@ def main() -> None:
     parser.add_argument("--only-f1-seeds", action="store_true",
                         help="Reuse --work's starting point; only the --f1-seeds rows.")
     parser.add_argument("--smoke", action="store_true", help="A few hundred sentences and steps: checks the plumbing.")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ner_vs_hf.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ner_vs_hf.json"),
+                        help="Where the JSON report goes (a Markdown summary is printed too).")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

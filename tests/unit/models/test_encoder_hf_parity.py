@@ -56,11 +56,11 @@ def batch(arch, seed: int = 0):
     return input_ids, mask
 
 
-def assert_same_outputs(ours, theirs, arch, input_ids, mask):
+def assert_same_outputs(ours, theirs, arch, input_ids, mask, skip_padding=False):
     with torch.no_grad():
         out = theirs(input_ids=input_ids, attention_mask=mask)
         expected = out.last_hidden_state if arch.head == "none" else out.logits
-        got = ours(input_ids, mask)
+        got = ours(input_ids, mask, skip_padding=skip_padding)
     keep = mask.bool()  # padded positions are garbage on both sides
     torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=0)
 
@@ -83,11 +83,31 @@ def test_parameter_names_count_and_expected_tensors_match_hf(arch):
     assert exported == expected_tensors(arch) == ENCODER.expected_tensors(arch)
 
 
-def test_logits_equal_hf_with_copied_weights(arch):
+@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "skip-padding"])
+def test_logits_equal_hf_with_copied_weights(arch, skip_padding):
     ours = randomised(EncoderModel(arch))
     theirs = hf_model(arch)
     theirs.load_state_dict(hf_names(ours.state_dict(), arch), strict=True)
-    assert_same_outputs(ours, theirs, arch, *batch(arch))
+    assert_same_outputs(ours, theirs, arch, *batch(arch), skip_padding=skip_padding)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_skipping_padding_gives_the_padded_gradients_and_zeros_at_padding(checkpointing):
+    arch = make_arch(**HEADS["ner"])
+    input_ids, mask = batch(arch)
+    grads, outputs = [], []
+    for skip_padding in (False, True):
+        torch.manual_seed(0)
+        model = randomised(EncoderModel(arch)).train()  # dropout 0: the two paths see the same numbers
+        model.gradient_checkpointing = checkpointing
+        hidden = model.hidden_states(input_ids, mask, skip_padding=skip_padding)
+        model.classify(hidden)[mask.bool()].square().sum().backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+        outputs.append(hidden.detach())
+    assert not outputs[1][~mask.bool()].any()  # padding is not computed: zeros
+    torch.testing.assert_close(outputs[1][mask.bool()], outputs[0][mask.bool()], atol=1e-6, rtol=0)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("head", ["mlm", "ner"])

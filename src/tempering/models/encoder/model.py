@@ -6,9 +6,18 @@ the embeddings, the attention probabilities, the FFN output and before the class
 Written by hand so the numerics match `transformers` to 1e-5 and the model's forward has
 no host synchronisation: padding is an additive key mask built from `attention_mask`,
 and a batch without padding passes None and takes SDPA's unmasked path.
+
+`skip_padding=True` (the training objectives, tagging) runs every per-token layer
+(embeddings, projections, FFN, LayerNorm) on the real tokens only and pads just around
+attention's score product, so a batch of mixed lengths costs its tokens, not its
+rectangle (the "unpadding" of varlen attention kernels; one `nonzero` per forward, a
+host sync on a GPU). Real positions get the same values as the padded path; padding
+positions come back as zeros instead of being computed.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +38,28 @@ def key_padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.
     return ((1.0 - attention_mask.to(dtype)) * blocked)[:, None, None, :]
 
 
+class TokenIndex(NamedTuple):
+    """Where a padded (B, T) batch's real tokens sit: their flat positions in B·T, row-major."""
+
+    flat: torch.Tensor  # (N,) int64
+    batch: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor) -> TokenIndex:
+        """The index of the 1s of a (B, T) 0/1 mask."""
+        return cls(attention_mask.flatten().nonzero().squeeze(1), *attention_mask.shape)
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, ...) real-token rows → (B, T, ...), zeros at padding."""
+        full = rows.new_zeros((self.batch * self.seq_len, *rows.shape[1:]))
+        return full.index_copy(0, self.flat, rows).view(self.batch, self.seq_len, *rows.shape[1:])
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) → (N, ...) rows of the real tokens."""
+        return padded.flatten(0, 1).index_select(0, self.flat)
+
+
 class EncoderEmbeddings(nn.Module):
     """Word plus position embeddings, LayerNorm, dropout."""
 
@@ -39,10 +70,14 @@ class EncoderEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(arch.d_model, eps=NORM_EPS)
         self.dropout = dropout
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids → (B, T, D)."""
+    def forward(self, input_ids: torch.Tensor, index: TokenIndex | None = None) -> torch.Tensor:
+        """(B, T) ids → (B, T, D), or (N, D) for the real tokens when `index` is given."""
         positions = self.position_embeddings.weight[: input_ids.shape[1]]  # (T, D)
-        x = self.LayerNorm(self.word_embeddings(input_ids) + positions)
+        if index is None:
+            x = self.LayerNorm(self.word_embeddings(input_ids) + positions)
+        else:
+            ids = input_ids.flatten().index_select(0, index.flat)
+            x = self.LayerNorm(self.word_embeddings(ids) + positions.index_select(0, index.flat % index.seq_len))
         return F.dropout(x, self.dropout, self.training) if self.dropout else x
 
 
@@ -55,14 +90,17 @@ class EncoderAttention(nn.Module):
         self.q_lin, self.k_lin, self.v_lin, self.out_lin = (nn.Linear(d, d) for _ in range(4))
         self.n_heads, self.head_dim, self.dropout = arch.n_heads, arch.head_dim, dropout
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """(B, T, D) → (B, T, D); `bias` is the additive key mask or None."""
-        batch, seq_len, _ = x.shape
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, index: TokenIndex | None = None) -> torch.Tensor:
+        """(B, T, D) → (B, T, D), or (N, D) → (N, D) with `index`; `bias` is the additive key mask or None."""
+        batch, seq_len = (x.shape[0], x.shape[1]) if index is None else (index.batch, index.seq_len)
         shape = (batch, seq_len, self.n_heads, self.head_dim)
-        q, k, v = (proj(x).view(shape).transpose(1, 2) for proj in (self.q_lin, self.k_lin, self.v_lin))  # (B, H, T, hd)
+        to_padded = (lambda t: t) if index is None else index.pad
+        q, k, v = (to_padded(proj(x)).view(shape).transpose(1, 2)  # (B, H, T, hd)
+                   for proj in (self.q_lin, self.k_lin, self.v_lin))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.out_lin(out.transpose(1, 2).reshape(batch, seq_len, -1))
+        out = out.transpose(1, 2).reshape(batch, seq_len, -1)
+        return self.out_lin(out if index is None else index.unpad(out))
 
 
 class EncoderFFN(nn.Module):
@@ -75,7 +113,7 @@ class EncoderFFN(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) → (B, T, D)."""
+        """(..., D) → (..., D)."""
         h = self.lin2(F.gelu(self.lin1(x)))
         return F.dropout(h, self.dropout, self.training) if self.dropout else h
 
@@ -90,9 +128,9 @@ class EncoderBlock(nn.Module):
         self.ffn = EncoderFFN(arch, dropout)
         self.output_layer_norm = nn.LayerNorm(arch.d_model, eps=NORM_EPS)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Apply the block to (B, T, D)."""
-        x = self.sa_layer_norm(x + self.attention(x, bias))
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, index: TokenIndex | None = None) -> torch.Tensor:
+        """Apply the block to (B, T, D), or to the (N, D) real tokens of `index`."""
+        x = self.sa_layer_norm(x + self.attention(x, bias, index))
         return self.output_layer_norm(x + self.ffn(x))
 
 
@@ -145,16 +183,21 @@ class EncoderModel(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Return (B, T, D) final hidden states; `attention_mask` (B, T) is 1 on tokens, 0 on padding."""
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                      skip_padding: bool = False) -> torch.Tensor:
+        """Return (B, T, D) final hidden states; `attention_mask` (B, T) is 1 on tokens, 0 on padding.
+
+        With `skip_padding`, only the real tokens are computed and padding positions are zeros.
+        """
         if input_ids.shape[1] > self.arch.max_seq_len:
             raise ValueError(f"{input_ids.shape[1]} tokens are more than max_seq_len {self.arch.max_seq_len}")
-        x = self.distilbert.embeddings(input_ids)
+        index = TokenIndex.of(attention_mask) if skip_padding and attention_mask is not None else None
+        x = self.distilbert.embeddings(input_ids, index)
         bias = None if attention_mask is None else key_padding_bias(attention_mask, x.dtype)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.distilbert.transformer.layer:
-            x = checkpoint(layer, x, bias, use_reentrant=False) if checkpointing else layer(x, bias)
-        return x
+            x = checkpoint(layer, x, bias, index, use_reentrant=False) if checkpointing else layer(x, bias, index)
+        return x if index is None else index.pad(x)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., D) hidden states → (..., V) vocabulary logits through the MLM head."""
@@ -166,9 +209,10 @@ class EncoderModel(nn.Module):
             hidden = F.dropout(hidden, self.dropout, self.training)
         return self.classifier(hidden)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                skip_padding: bool = False) -> torch.Tensor:
         """The head's output for (B, T) ids: vocabulary logits (mlm), label logits, or hidden states (none)."""
-        hidden = self.hidden_states(input_ids, attention_mask)
+        hidden = self.hidden_states(input_ids, attention_mask, skip_padding=skip_padding)
         if self.arch.head == "mlm":
             return self.mlm_logits(hidden)
         if self.arch.head == "token_classification":
