@@ -19,16 +19,21 @@ DEFAULT_CHUNK_SIZE = 256  # rows; (256, V) fp32 logits: 8 MB at V=8192, 33 MB at
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels: torch.Tensor,
-                          *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                          ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+                          *, chunk_size: int = DEFAULT_CHUNK_SIZE, ignore_index: int = -100,
+                          labelled_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (summed CE over labelled tokens, number of labelled tokens), both 0-dim tensors.
 
     `hidden` is (..., D), `labels` the matching (...) targets (already shifted);
     tokens labelled `ignore_index` add nothing. Divide the sum by the token count of
-    the whole optimizer step, not per micro-batch.
+    the whole optimizer step, not per micro-batch. `labelled_only` runs the head on the
+    labelled rows alone (chat SFT, where prompts and padding carry no loss): the same sum
+    for less work, at the price of one `nonzero` (a host sync on a GPU).
     """
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
     flat_labels = labels.reshape(-1)  # (N,)
+    if labelled_only:
+        rows = (flat_labels != ignore_index).nonzero().squeeze(1)
+        flat_hidden, flat_labels = flat_hidden.index_select(0, rows), flat_labels.index_select(0, rows)
     loss_sum = _LinearCrossEntropy.apply(flat_hidden, lm_head_weight, flat_labels,
                                          chunk_size, ignore_index)
     return loss_sum, (flat_labels != ignore_index).sum()

@@ -22,10 +22,12 @@ def _plain(hidden, weight, labels):
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum", ignore_index=-100)
 
 
+@pytest.mark.parametrize("labelled_only", [False, True], ids=["every-row", "labelled-only"])
 @pytest.mark.parametrize("chunk_size", [7, 16, 1024])
-def test_value_and_grads_equal_plain_cross_entropy(chunk_size):
+def test_value_and_grads_equal_plain_cross_entropy(chunk_size, labelled_only):
     hidden, weight, labels = _inputs()
-    loss_sum, num_tokens = chunked_cross_entropy(hidden, weight, labels, chunk_size=chunk_size)
+    loss_sum, num_tokens = chunked_cross_entropy(hidden, weight, labels, chunk_size=chunk_size,
+                                                 labelled_only=labelled_only)
     assert num_tokens.item() == 50 - 7
     (loss_sum / num_tokens).backward()
     chunked_grads = hidden.grad.clone(), weight.grad.clone()
@@ -35,6 +37,8 @@ def test_value_and_grads_equal_plain_cross_entropy(chunk_size):
     torch.testing.assert_close(loss_sum, reference, atol=1e-5, rtol=1e-6)
     torch.testing.assert_close(chunked_grads[0], hidden.grad, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(chunked_grads[1], weight.grad, atol=1e-6, rtol=1e-5)
+    if labelled_only:  # the unlabelled rows' hidden states get exactly no gradient
+        assert not chunked_grads[0][labels == -100].any()
 
 
 def test_works_without_grad_and_for_frozen_head():
