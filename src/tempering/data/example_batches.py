@@ -82,6 +82,17 @@ def pad_examples(examples: list[TokenizedExample], *, pad_id: int,
     return input_ids, labels
 
 
+def padding_mask(lengths: np.ndarray | list[int], row_len: int) -> np.ndarray | None:
+    """(N, row_len) int64, 1 on each row's first `lengths[i]` tokens and 0 on its right padding; None if none is padded.
+
+    The model then runs its per-token layers on the real tokens only (`models/unpadding.py`).
+    """
+    lengths = np.asarray(lengths)
+    if (lengths >= row_len).all():
+        return None
+    return (np.arange(row_len)[None, :] < lengths[:, None]).astype(np.int64)
+
+
 def pack_rows(lengths: np.ndarray, order: np.ndarray, seq_len: int, *,
               window: int = PACKING_WINDOW) -> list[np.ndarray]:
     """Group example indices (taken in `order`) into rows of at most `seq_len` tokens.
@@ -179,12 +190,13 @@ class ExampleBatches:
         return self._orders[epoch]
 
     def batch(self, micro_batch: int) -> Batch:
-        """Arrays of global micro-batch `micro_batch`: input_ids, labels, document_ids, position_ids.
+        """Arrays of global micro-batch `micro_batch`: input_ids, labels, document_ids, position_ids, padding_mask.
 
         All (B, T) int64. `document_ids` is None when no row holds more than one example
         (then the model's causal fast path is exact), and so is `position_ids` unless rows
-        are longer than seq_len (padding positions then restart below seq_len). "num_tokens"
-        (an int) counts the non-pad tokens, for throughput.
+        are longer than seq_len (padding positions then restart below seq_len). Padded (not
+        packed) batches carry `padding_mask` (None when no row is padded). "num_tokens" (an
+        int) counts the non-pad tokens, for throughput.
         """
         epoch, index = divmod(micro_batch, self.batches_per_epoch)
         chosen = self._order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
@@ -192,6 +204,7 @@ class ExampleBatches:
             input_ids, labels = pad_examples([self.examples[i] for i in chosen], pad_id=self.pad_id,
                                              max_len=self.seq_len)
             return {"input_ids": input_ids, "labels": labels, "document_ids": None, "position_ids": None,
+                    "padding_mask": padding_mask(self.lengths[chosen], input_ids.shape[1]),
                     "num_tokens": int(self.lengths[chosen].sum())}
         return self._packed_batch([self.rows[r] for r in chosen])
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tempering.models.unpadding import TokenIndex, padded_if, unpadded_if
+
 # `enable_gqa` arrived in torch 2.5; it lets SDPA read shared K/V heads without copying.
 # SDPA is a builtin without an inspectable signature, so read it from the docstring's first
 # line. The repeat fallback can go once the project requires torch>=2.5.
@@ -101,17 +103,22 @@ class Attention(nn.Module):
         is_causal: bool,
         kv_cache: KVCache | None = None,
         layer_idx: int = 0,
+        index: TokenIndex | None = None,
     ) -> torch.Tensor:
-        """Attend (B, T, D) -> (B, T, D); `attn_bias` is additive (B|1, 1, T, S) or None."""
-        batch, seq_len, _ = x.shape
+        """Attend (B, T, D) -> (B, T, D); `attn_bias` is additive (B|1, 1, T, S) or None.
+
+        With `index`, `x` is the (N, D) real tokens of a padded batch (`models/unpadding.py`):
+        the projections run on them alone and only SDPA sees the (B, T) rectangle.
+        """
+        batch, seq_len = x.shape[:2] if index is None else (index.batch, index.seq_len)
         x = x.to(compute_dtype(x))  # under autocast: cast once, not once per projection
         # (B, T, H*hd) -> (B, T, H, hd) -> (B, H, T, hd)
-        q = self.q_proj(x).view(batch, seq_len, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(batch, seq_len, self.n_kv_heads, self.head_dim)
+        q = padded_if(index, self.q_proj(x)).view(batch, seq_len, self.n_heads, self.head_dim)
+        k = padded_if(index, self.k_proj(x)).view(batch, seq_len, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        v = self.v_proj(x).view(batch, seq_len, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = padded_if(index, self.v_proj(x)).view(batch, seq_len, self.n_kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if kv_cache is not None:
@@ -125,7 +132,7 @@ class Attention(nn.Module):
         else:
             out = self._sdpa(q, k, v, attn_bias, is_causal)  # (B, H, T, hd)
         out = out.transpose(1, 2).reshape(batch, seq_len, self.n_heads * self.head_dim)
-        return self.o_proj(out)
+        return self.o_proj(unpadded_if(index, out))
 
     def _sdpa(self, q, k, v, attn_bias, is_causal):
         dropout_p = self.dropout if self.training else 0.0

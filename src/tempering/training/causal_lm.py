@@ -52,7 +52,8 @@ class ChatSft(Objective):
     def __call__(self, model: nn.Module, batch: TensorBatch) -> LossResult:
         """Summed loss over tokens whose label is not -100, and their count."""
         hidden, auxiliary = hidden_states_and_auxiliary(model, batch["input_ids"], position_ids=batch.get("position_ids"),
-                                                        document_ids=batch.get("document_ids"))  # (B, T, D)
+                                                        document_ids=batch.get("document_ids"),
+                                                        padding_mask=batch.get("padding_mask"))  # (B, T, D)
         loss_sum, num_tokens = chunked_cross_entropy(hidden, model.lm_head.weight, batch["labels"], labelled_only=True)
         return with_auxiliary(LossResult(loss_sum, num_tokens), auxiliary, num_tokens)
 

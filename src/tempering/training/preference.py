@@ -21,7 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tempering.data.example_batches import IGNORE_INDEX, TokenizedExample, pad_examples
+from tempering.data.example_batches import (
+    IGNORE_INDEX,
+    TokenizedExample,
+    pad_examples,
+    padding_mask,
+)
 from tempering.data.packing import plan_epoch
 from tempering.errors import UserError
 from tempering.models.auxiliary import hidden_states_and_auxiliary
@@ -77,8 +82,9 @@ class PreferenceBatches:
         pair_index = self.pair_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
         rows = [self.pairs[i][0] for i in pair_index] + [self.pairs[i][1] for i in pair_index]
         input_ids, labels = pad_examples(rows, pad_id=self.pad_id, max_len=self.max_len)
+        lengths = [len(row.input_ids) for row in rows]
         return {"input_ids": input_ids, "labels": labels, "pair_index": pair_index.astype(np.int64),
-                "num_tokens": int(sum(len(row.input_ids) for row in rows))}
+                "padding_mask": padding_mask(lengths, input_ids.shape[1]), "num_tokens": int(sum(lengths))}
 
 
 def sequence_logps(model: nn.Module, batch: TensorBatch, *,
@@ -88,7 +94,8 @@ def sequence_logps(model: nn.Module, batch: TensorBatch, *,
     Logits exist one chunk of `chunk_size` tokens at a time; with autograd on, each
     chunk is recomputed in the backward pass instead of keeping its (chunk, V) logits.
     """
-    hidden = model.hidden_states(batch["input_ids"])  # (R, T, D); right padding needs no document mask
+    # Right padding needs no document mask; the padding mask only spares computing the padding.
+    hidden = model.hidden_states(batch["input_ids"], padding_mask=batch.get("padding_mask"))  # (R, T, D)
     return label_logps(hidden, model.lm_head.weight, batch["labels"], chunk_size=chunk_size)
 
 
@@ -187,7 +194,8 @@ class Dpo(Objective):
     def __call__(self, model: nn.Module, batch: TensorBatch) -> LossResult:
         """Summed pair losses, the number of pairs, and reward/log-prob metrics summed over pairs."""
         num_pairs = batch["pair_index"].shape[0]
-        hidden, auxiliary = hidden_states_and_auxiliary(model, batch["input_ids"])  # (2B, T, D), router losses (MoE)
+        hidden, auxiliary = hidden_states_and_auxiliary(  # (2B, T, D), router losses (MoE)
+            model, batch["input_ids"], padding_mask=batch.get("padding_mask"))
         logps, _ = label_logps(hidden, model.lm_head.weight, batch["labels"])  # (2B,)
         if self.ref_logps is not None:
             index = batch["pair_index"].to(self.ref_logps[0].device)

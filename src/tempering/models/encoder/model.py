@@ -9,15 +9,11 @@ and a batch without padding passes None and takes SDPA's unmasked path.
 
 `skip_padding=True` (the training objectives, tagging) runs every per-token layer
 (embeddings, projections, FFN, LayerNorm) on the real tokens only and pads just around
-attention's score product, so a batch of mixed lengths costs its tokens, not its
-rectangle (the "unpadding" of varlen attention kernels; one `nonzero` per forward, a
-host sync on a GPU). Real positions get the same values as the padded path; padding
-positions come back as zeros instead of being computed.
+attention (`models/unpadding.py`), so a batch of mixed lengths costs its tokens, not its
+rectangle; real positions get the values of the padded path, padding positions zeros.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tempering.models.encoder.architecture import NORM_EPS, EncoderArchitecture
+from tempering.models.unpadding import TokenIndex, padded_if, unpadded_if
 
 INIT_STD = 0.02
 
@@ -36,28 +33,6 @@ def key_padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.
     """
     blocked = torch.finfo(dtype).min
     return ((1.0 - attention_mask.to(dtype)) * blocked)[:, None, None, :]
-
-
-class TokenIndex(NamedTuple):
-    """Where a padded (B, T) batch's real tokens sit: their flat positions in B·T, row-major."""
-
-    flat: torch.Tensor  # (N,) int64
-    batch: int
-    seq_len: int
-
-    @classmethod
-    def of(cls, attention_mask: torch.Tensor) -> TokenIndex:
-        """The index of the 1s of a (B, T) 0/1 mask."""
-        return cls(attention_mask.flatten().nonzero().squeeze(1), *attention_mask.shape)
-
-    def pad(self, rows: torch.Tensor) -> torch.Tensor:
-        """(N, ...) real-token rows → (B, T, ...), zeros at padding."""
-        full = rows.new_zeros((self.batch * self.seq_len, *rows.shape[1:]))
-        return full.index_copy(0, self.flat, rows).view(self.batch, self.seq_len, *rows.shape[1:])
-
-    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """(B, T, ...) → (N, ...) rows of the real tokens."""
-        return padded.flatten(0, 1).index_select(0, self.flat)
 
 
 class EncoderEmbeddings(nn.Module):
@@ -77,7 +52,7 @@ class EncoderEmbeddings(nn.Module):
             x = self.LayerNorm(self.word_embeddings(input_ids) + positions)
         else:
             ids = input_ids.flatten().index_select(0, index.flat)
-            x = self.LayerNorm(self.word_embeddings(ids) + positions.index_select(0, index.flat % index.seq_len))
+            x = self.LayerNorm(self.word_embeddings(ids) + positions.index_select(0, index.positions()))
         return F.dropout(x, self.dropout, self.training) if self.dropout else x
 
 
@@ -94,13 +69,12 @@ class EncoderAttention(nn.Module):
         """(B, T, D) → (B, T, D), or (N, D) → (N, D) with `index`; `bias` is the additive key mask or None."""
         batch, seq_len = (x.shape[0], x.shape[1]) if index is None else (index.batch, index.seq_len)
         shape = (batch, seq_len, self.n_heads, self.head_dim)
-        to_padded = (lambda t: t) if index is None else index.pad
-        q, k, v = (to_padded(proj(x)).view(shape).transpose(1, 2)  # (B, H, T, hd)
+        q, k, v = (padded_if(index, proj(x)).view(shape).transpose(1, 2)  # (B, H, T, hd)
                    for proj in (self.q_lin, self.k_lin, self.v_lin))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                              dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(batch, seq_len, -1)
-        return self.out_lin(out if index is None else index.unpad(out))
+        return self.out_lin(unpadded_if(index, out))
 
 
 class EncoderFFN(nn.Module):

@@ -27,6 +27,7 @@ from tempering.models.layers import (
     rotary_tables,
 )
 from tempering.models.llama.architecture import Architecture
+from tempering.models.unpadding import padded_if, unpadded_if, unpadding_index
 
 INIT_STD = 0.02
 
@@ -106,9 +107,9 @@ class DecoderBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
         self.dropout = dropout
 
-    def forward(self, x, cos, sin, attn_bias, is_causal, kv_cache=None, layer_idx=0):
-        """Apply the block to (B, T, D)."""
-        h = self.self_attn(self.input_layernorm(x), cos, sin, attn_bias, is_causal, kv_cache, layer_idx)
+    def forward(self, x, cos, sin, attn_bias, is_causal, kv_cache=None, layer_idx=0, index=None):
+        """Apply the block to (B, T, D), or to the (N, D) real tokens of a padded batch given `index`."""
+        h = self.self_attn(self.input_layernorm(x), cos, sin, attn_bias, is_causal, kv_cache, layer_idx, index)
         x = x + self._drop(h)
         return x + self._drop(self.mlp(self.post_attention_layernorm(x)))
 
@@ -177,9 +178,13 @@ class DecoderLM(nn.Module):
         return self.lm_head(hidden)
 
     def hidden_states(self, input_ids: torch.Tensor, *, position_ids: torch.Tensor | None = None,
-                      document_ids: torch.Tensor | None = None,
-                      kv_cache: KVCache | None = None) -> torch.Tensor:
-        """Return (B, T, D) final-norm outputs, ready for `lm_head` (or a chunked loss)."""
+                      document_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                      padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Return (B, T, D) final-norm outputs, ready for `lm_head` (or a chunked loss).
+
+        `padding_mask` (B, T), 1 on tokens and 0 on right padding, runs every per-token layer on
+        the real tokens only (`models/unpadding.py`); padding positions then come back as zeros.
+        """
         seq_len = input_ids.shape[1]
         start = 0 if kv_cache is None else kv_cache.length
         if document_ids is not None:
@@ -187,18 +192,19 @@ class DecoderLM(nn.Module):
                 raise ValueError("document_ids cannot be combined with a KV cache")
             if position_ids is None:
                 position_ids = positions_from_documents(document_ids)
-        x = self.model.embed_tokens(input_ids)  # (B, T, D)
+        index = unpadding_index(padding_mask, kv_cache)
+        x = self.model.embed_tokens(unpadded_if(index, input_ids))  # (B, T, D), or (N, D) unpadded
         cos, sin = self._rotary(position_ids, start, seq_len)
         attn_bias, is_causal = self._attention_mask(document_ids, kv_cache, seq_len, x)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer_idx, layer in enumerate(self.model.layers):
             if checkpointing and kv_cache is None:
-                x = checkpoint(layer, x, cos, sin, attn_bias, is_causal, use_reentrant=False)
+                x = checkpoint(layer, x, cos, sin, attn_bias, is_causal, index=index, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, attn_bias, is_causal, kv_cache, layer_idx)
+                x = layer(x, cos, sin, attn_bias, is_causal, kv_cache, layer_idx, index)
         if kv_cache is not None:
             kv_cache.advance(seq_len)
-        return self.model.norm(x)
+        return padded_if(index, self.model.norm(x))
 
     def _rotary(self, position_ids, start: int, seq_len: int):
         """Return cos/sin broadcastable to (B, H, T, hd)."""

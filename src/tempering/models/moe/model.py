@@ -47,6 +47,7 @@ from tempering.models.llama.model import (
     rotary_for_positions,
 )
 from tempering.models.moe.architecture import MoeArchitecture, MoeNames
+from tempering.models.unpadding import padded_if, unpadded_if, unpadding_index
 
 INIT_STD = 0.02
 # torch 2.8 added the private op, a later release the public one; either takes (M, K) x (E, K, N) with offsets.
@@ -100,9 +101,8 @@ class SparseMoe(nn.Module):
             self.shared_expert_gate = nn.Linear(arch.d_model, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterStats]:
-        """Mix (B, T, D) through each token's top-k experts; return the output and the layer's routing stats."""
-        batch, seq_len, d_model = x.shape
-        flat = x.reshape(-1, d_model)  # (N, D)
+        """Mix (..., D) through each token's top-k experts; return the output and the layer's routing stats."""
+        flat = x.reshape(-1, x.shape[-1])  # (N, D)
         logits = self.gate(flat).float()  # (N, E); routing decisions in fp32 whatever the compute dtype
         probs = logits.softmax(dim=-1)
         if self.forced_expert is None:
@@ -116,7 +116,7 @@ class SparseMoe(nn.Module):
             out = out + self._shared(flat.to(compute_dtype(flat)))
         stats = RouterStats(counts.to(probs.dtype), probs.sum(dim=0),
                             torch.logsumexp(logits, dim=-1).square().sum(), flat.shape[0])
-        return out.view(batch, seq_len, d_model), stats
+        return out.view(x.shape), stats
 
     def _shared(self, flat: torch.Tensor) -> torch.Tensor:
         """The shared expert's (N, D) output, scaled per token by sigmoid(shared_expert_gate(x)) (Qwen2-MoE's rule)."""
@@ -176,9 +176,9 @@ class MoeBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(arch.d_model, arch.norm_eps)
         self.dropout = dropout
 
-    def forward(self, x, cos, sin, attn_bias, is_causal, kv_cache=None, layer_idx=0):
-        """Apply the block to (B, T, D)."""
-        h = self.self_attn(self.input_layernorm(x), cos, sin, attn_bias, is_causal, kv_cache, layer_idx)
+    def forward(self, x, cos, sin, attn_bias, is_causal, kv_cache=None, layer_idx=0, index=None):
+        """Apply the block to (B, T, D), or to the (N, D) real tokens of a padded batch given `index`."""
+        h = self.self_attn(self.input_layernorm(x), cos, sin, attn_bias, is_causal, kv_cache, layer_idx, index)
         x = x + self._drop(h)
         mixed, stats = self.moe(self.post_attention_layernorm(x))
         return x + self._drop(mixed), stats
@@ -254,8 +254,10 @@ class MoeDecoderLM(nn.Module):
         return hidden, self.router_losses(stats)
 
     def _run(self, input_ids: torch.Tensor, *, position_ids: torch.Tensor | None = None,
-             document_ids: torch.Tensor | None = None,
-             kv_cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterStats]]:
+             document_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+             padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[RouterStats]]:
+        """Final-norm outputs and each layer's router stats; `padding_mask` as in the dense decoder (padding
+        is then neither computed nor routed, so the router losses count real tokens only, as HF's do)."""
         seq_len = input_ids.shape[1]
         start = 0 if kv_cache is None else kv_cache.length
         if document_ids is not None:
@@ -263,20 +265,22 @@ class MoeDecoderLM(nn.Module):
                 raise ValueError("document_ids cannot be combined with a KV cache")
             if position_ids is None:
                 position_ids = positions_from_documents(document_ids)
-        x = self.model.embed_tokens(input_ids)  # (B, T, D)
+        index = unpadding_index(padding_mask, kv_cache)
+        x = self.model.embed_tokens(unpadded_if(index, input_ids))  # (B, T, D), or (N, D) unpadded
         cos, sin = rotary_for_positions(self.model.rope_cos, self.model.rope_sin, position_ids, start, seq_len)
         attn_bias, is_causal = attention_mask_for(document_ids, kv_cache, seq_len, x)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         stats = []
         for layer_idx, layer in enumerate(self.model.layers):
             if checkpointing and kv_cache is None:
-                x, layer_stats = checkpoint(layer, x, cos, sin, attn_bias, is_causal, use_reentrant=False)
+                x, layer_stats = checkpoint(layer, x, cos, sin, attn_bias, is_causal, index=index,
+                                            use_reentrant=False)
             else:
-                x, layer_stats = layer(x, cos, sin, attn_bias, is_causal, kv_cache, layer_idx)
+                x, layer_stats = layer(x, cos, sin, attn_bias, is_causal, kv_cache, layer_idx, index)
             stats.append(layer_stats)
         if kv_cache is not None:
             kv_cache.advance(seq_len)
-        return self.model.norm(x), stats
+        return padded_if(index, self.model.norm(x)), stats
 
     def route_every_token_to(self, expert: int | None) -> None:
         """Send every token to `expert` alone (a sequential expert run), or back to top-k routing (None)."""
