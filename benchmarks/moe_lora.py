@@ -336,25 +336,30 @@ PARTS = {"moe": measure_moe, "lora": measure_lora, "dpo": measure_dpo, "experts"
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--expert-steps", type=int, default=300)
-    parser.add_argument("--router-steps", type=int, default=100)
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS),
+                        help="Which parts to run (see the module docstring); default all.")
+    parser.add_argument("--steps", type=int, default=12, help="Training steps of each speed/memory row.")
+    parser.add_argument("--warmup", type=int, default=3, help="First steps of a row left out of its median tokens/s.")
+    parser.add_argument("--rounds", type=int, default=1, help="Times each part's rows run, in turn.")
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                        help="Precisions of the moe part (lora and dpo run fp32).")
+    parser.add_argument("--seq-len", type=int, default=256, help="Tokens per row (window, or longest chat).")
+    parser.add_argument("--batch-size", type=int, default=8, help="Rows per step (moe and lora parts).")
+    parser.add_argument("--expert-steps", type=int, default=300, help="Steps of each expert run (experts part).")
+    parser.add_argument("--router-steps", type=int, default=100, help="Steps of the router-only phase after the merge.")
     parser.add_argument("--expert-width", type=int, default=128, help="d_model of the expert-workflow model.")
-    parser.add_argument("--expert-layers", type=int, default=4)
-    parser.add_argument("--quiet-wait-s", type=float, default=60)
+    parser.add_argument("--expert-layers", type=int, default=4, help="Layers of the expert-workflow model.")
+    parser.add_argument("--quiet-wait-s", type=float, default=60,
+                        help="Before each row, wait up to this long for the CPU to go quiet.")
     parser.add_argument("--rows", nargs="+", metavar="ROW", help="Run only these rows of the parts (e.g. "
                         "tempering-full tempering-lora); ratios need both of their rows.")
     parser.add_argument("--pin-mmap-threshold", action="store_true",
                         help="Run temper with TEMPERING_MMAP_THRESHOLD=131072 (glibc's mmap threshold pinned: less "
                              "memory, slower steps); the peer rows are unaffected.")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-moe-lora")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "moe_lora.json")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-moe-lora",
+                        help="Working folder: tokenizer, shards, initial checkpoints, runs (reused).")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "moe_lora.json",
+                        help="Where the JSON results go (a Markdown summary is printed too).")
     return parser.parse_args()
 
 
