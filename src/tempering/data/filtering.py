@@ -94,7 +94,8 @@ def run_filters(units: CorpusUnits, options: PrepConfig, *, limits: dict[int, So
                 scorer: Scorer | None = None, count_tokens: TokenCounter | None = None) -> FilterResult:
     """Run every enabled filtering stage over `units`; return the mask of units to keep and the stage reports."""
     task = AnalysisTask(quality=quality_thresholds(options) if options.quality_filter else None,
-                        minhash=minhash_params(options) if options.near_dedup else None)
+                        minhash=minhash_params(options) if options.near_dedup else None,
+                        shingle_sizes=options.near_dedup and options.verify_jaccard)
     index = NearDedupIndex(task.minhash, keep_sizes=options.verify_jaccard) if task.minhash else None
     started = time.perf_counter()
     sources, lengths, problems = _first_pass(units, task, options.workers, index, progress)

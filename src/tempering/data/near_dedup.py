@@ -186,21 +186,27 @@ def distinct_shingles(text: str) -> np.ndarray:
 
 def band_hashes(texts: Iterable[str], params: MinHashParams) -> np.ndarray:
     """(documents, bands) uint64: one hash per band of each text's signature; 0 for a text with no word."""
-    return minhash_bands(texts, params)[0]
+    return _signed(texts, params, count=False)[0]
 
 
 def minhash_bands(texts: Iterable[str], params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
-    """`band_hashes` of the texts, and each text's number of distinct shingles (uint32)."""
+    """`band_hashes` of the texts, and each text's number of distinct shingles (uint32; a sort more per text)."""
+    return _signed(texts, params, count=True)
+
+
+def _signed(texts: Iterable[str], params: MinHashParams, *, count: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Band hashes and, when `count`, numbers of distinct shingles (else the numbers of shingles with repeats)."""
     a, b = params.coefficients()
+    a, b = a[:params.bands * params.rows], b[:params.bands * params.rows]
     texts = list(texts)
     signatures = np.zeros((len(texts), params.bands * params.rows), np.uint64)
     sizes = np.zeros(len(texts), np.uint32)
     for index, text in enumerate(texts):
-        hashes = distinct_shingles(text)  # the minimum over a set: repeats change nothing
+        # The minimum over a set: repeated shingles change nothing, so they are dropped only when counted.
+        hashes = distinct_shingles(text) if count else shingle_hashes(text)
         sizes[index] = len(hashes)
         if len(hashes):
-            signatures[index] = minhash_signature(hashes, a[:params.bands * params.rows],
-                                                  b[:params.bands * params.rows])
+            signatures[index] = minhash_signature(hashes, a, b)
     bands = signatures.reshape(len(texts), params.bands, params.rows)
     weights = _powers_of(np.uint64(0x9E3779B97F4A7C15), params.rows)
     result = mix64((bands * weights).sum(axis=2, dtype=np.uint64) + np.arange(params.bands, dtype=np.uint64))
