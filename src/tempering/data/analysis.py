@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tempering.data.near_dedup import MinHashParams, band_hashes
+from tempering.data.near_dedup import MinHashParams, band_hashes, minhash_bands
 from tempering.data.quality import RULES, QualityThresholds, quality_problem
 
 RULE_CODES = {rule: code for code, rule in enumerate(RULES)}
@@ -32,6 +32,7 @@ class AnalysisTask:
 
     quality: QualityThresholds | None = None
     minhash: MinHashParams | None = None
+    shingle_sizes: bool = False  # with the band hashes, each text's number of distinct shingles
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Features:
     """Features of one batch: per text the code of the quality rule it breaks (NO_PROBLEM if none), band hashes."""
 
     problems: np.ndarray
-    band_hashes: np.ndarray | None
+    band_hashes: np.ndarray | None  # 0 for a text the quality rules remove: it is never compared
+    shingle_sizes: np.ndarray | None = None  # distinct shingles per text (0 where the band hashes are), if asked
 
 
 def analyse(texts: list[str], task: AnalysisTask) -> Features:
@@ -50,8 +52,17 @@ def analyse(texts: list[str], task: AnalysisTask) -> Features:
             problem = quality_problem(text, task.quality)
             if problem is not None:
                 problems[index] = RULE_CODES[problem]
-    hashes = band_hashes(texts, task.minhash) if task.minhash is not None else None
-    return Features(problems, hashes)
+    if task.minhash is None:
+        return Features(problems, None)
+    kept = np.flatnonzero(problems == NO_PROBLEM)
+    hashes = np.zeros((len(texts), task.minhash.bands), np.uint64)
+    kept_texts = [texts[index] for index in kept]
+    if not task.shingle_sizes:
+        hashes[kept] = band_hashes(kept_texts, task.minhash)
+        return Features(problems, hashes)
+    sizes = np.zeros(len(texts), np.uint32)
+    hashes[kept], sizes[kept] = minhash_bands(kept_texts, task.minhash)
+    return Features(problems, hashes, sizes)
 
 
 def _exit_with_parent() -> None:

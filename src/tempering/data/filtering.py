@@ -5,11 +5,12 @@ as a boolean mask over unit numbers. Passes over the inputs:
   1. every unit: its source and length; in the worker processes its quality verdict and its
      MinHash band hashes (data/analysis.py);
   2. with `verify_jaccard`, the units in candidate pairs: their exact shingle sets (in batches
-     within a memory budget, one pass per batch);
+     within a memory budget counted in real bytes, one pass per batch);
   3. with a perplexity model or a token-based limit, the units still kept: their perplexity
      and token count.
 Memory grows with the number of units (about 30 bytes each, plus 8 per LSH band and the
-scores), never with their text. Each stage counts, per source, the documents and characters
+scores) and, with `verify_jaccard`, with the number of candidate pairs (about 40 bytes each),
+never with their text. Each stage counts, per source, the documents and characters
 it received, removed and passed on, and records its settings.
 """
 
@@ -18,11 +19,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from tempering.allocator import release_free_memory
 from tempering.config.schema import PrepConfig, percentile_band
 from tempering.data.analysis import AnalysisTask, analyse_in_order
 from tempering.data.limits import SourceLimit, apply_limit, fraction_cap
@@ -32,9 +34,10 @@ from tempering.data.near_dedup import (
     VERIFY_PARTNERS,
     MinHashParams,
     NearDedupIndex,
+    connected_components,
     derive_bands,
+    distinct_shingles,
     exact_jaccard,
-    shingle_hashes,
 )
 from tempering.data.ppl_filter import Scorer, keep_by_perplexity, score_percentiles
 from tempering.data.quality import RULES, QualityThresholds
@@ -44,9 +47,11 @@ from tempering.data.units import CorpusUnits, Unit
 ANALYSIS_BATCH_UNITS = 256
 ANALYSIS_BATCH_CHARS = 2_000_000
 SCORE_BATCH_UNITS = 256
-# Shingle hashes an exact Jaccard check holds at once; at most one 8-byte hash per word, about 2 bytes per character.
+# Bytes of shingle hashes the exact Jaccard check holds at once: 8 per distinct shingle, counted in the first pass.
 VERIFY_BUDGET_BYTES = 64 << 20
-SHINGLE_BYTES_PER_CHAR = 2
+SHINGLE_BYTES = np.dtype(np.uint64).itemsize
+# Pairs the exact check's Python loops turn into lists at a time.
+PAIR_STEP = 4096
 # `progress(label)` opens a progress bar over the input bytes and yields its advance callback.
 Progress = Callable[[str], AbstractContextManager[Callable[[int], None]]]
 TokenCounter = Callable[[list[str]], list[int]]
@@ -89,8 +94,9 @@ def run_filters(units: CorpusUnits, options: PrepConfig, *, limits: dict[int, So
                 scorer: Scorer | None = None, count_tokens: TokenCounter | None = None) -> FilterResult:
     """Run every enabled filtering stage over `units`; return the mask of units to keep and the stage reports."""
     task = AnalysisTask(quality=quality_thresholds(options) if options.quality_filter else None,
-                        minhash=minhash_params(options) if options.near_dedup else None)
-    index = NearDedupIndex(task.minhash) if task.minhash else None
+                        minhash=minhash_params(options) if options.near_dedup else None,
+                        shingle_sizes=options.near_dedup and options.verify_jaccard)
+    index = NearDedupIndex(task.minhash, keep_sizes=options.verify_jaccard) if task.minhash else None
     started = time.perf_counter()
     sources, lengths, problems = _first_pass(units, task, options.workers, index, progress)
     result = FilterResult(keep=np.ones(len(sources), bool), sources=sources)
@@ -103,6 +109,7 @@ def run_filters(units: CorpusUnits, options: PrepConfig, *, limits: dict[int, So
         result.stages["near_dedup"] = _near_dedup_stage(result.keep, sources, lengths, index, units, options,
                                                         progress)
         result.seconds["near_dedup"] = time.perf_counter() - started
+        index = None  # the band hashes are not needed past this stage
     need_tokens = options.max_source_fraction is not None or any(limit.unit == "tokens" for limit in limits.values())
     tokens = None
     if scorer is not None or need_tokens:
@@ -115,6 +122,9 @@ def run_filters(units: CorpusUnits, options: PrepConfig, *, limits: dict[int, So
         result.stages["perplexity"] = _perplexity_stage(result, lengths, names, options, scorer)
     if limits or options.max_source_fraction is not None:
         result.stages["limits"] = _limits_stage(result.keep, sources, lengths, tokens, names, limits, options)
+    # The passes freed far more than they keep (texts, shingle sets, pairs, tokenizer buffers); hand the
+    # pages back, or writing starts on top of them (peak 280 -> 244 MB at 8x the prose corpus, docs/performance.md).
+    release_free_memory()
     return result
 
 
@@ -129,7 +139,7 @@ def _first_pass(units: CorpusUnits, task: AnalysisTask, workers: int, index: Nea
             lengths.append(batch_lengths)
             problems.append(features.problems)
             if index is not None:
-                index.add(features.band_hashes, features.problems < 0)
+                index.add(features.band_hashes, features.problems < 0, features.shingle_sizes)
     if not sources:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int8)
     return np.concatenate(sources), np.concatenate(lengths), np.concatenate(problems)
@@ -175,7 +185,7 @@ def _near_dedup_stage(keep: np.ndarray, sources: np.ndarray, lengths: np.ndarray
     first, second = index.candidate_pairs(VERIFY_PARTNERS if options.verify_jaccard else 1)
     num_candidates = len(first)
     if options.verify_jaccard and num_candidates:
-        similar = _verified(units, first, second, lengths, options.near_dedup_threshold, progress)
+        similar = _verified(units, first, second, index.shingle_sizes(), options.near_dedup_threshold, progress)
         first, second = first[similar], second[similar]
     removed = index.removed(first, second)
     keep &= ~removed
@@ -190,43 +200,78 @@ def _near_dedup_stage(keep: np.ndarray, sources: np.ndarray, lengths: np.ndarray
             "index_bytes_per_document": round(index.num_bytes / max(len(keep), 1), 1)}
 
 
-def _verified(units: CorpusUnits, first: np.ndarray, second: np.ndarray, lengths: np.ndarray, threshold: float,
+def _verified(units: CorpusUnits, first: np.ndarray, second: np.ndarray, sizes: np.ndarray, threshold: float,
               progress: Progress) -> np.ndarray:
     """For each candidate pair, whether its exact shingle Jaccard reaches `threshold`.
 
-    The shingle sets of the documents in pairs are held for one batch of pairs at a time, each
-    batch within VERIFY_BUDGET_BYTES (estimated from the documents' lengths), the inputs read once
-    per batch: a corpus made of many copies of itself costs more passes, never more memory.
+    The pairs are taken one connected component of the candidate graph after another, so that a
+    document's pairs come together and it is read in as few batches as possible, in batches whose
+    documents' shingle sets fit VERIFY_BUDGET_BYTES together, counted from `sizes` (each unit's
+    number of distinct shingles, from the first pass). The inputs are read once per batch: a
+    corpus made of many copies of itself costs more passes, never more memory.
     """
-    similar = np.zeros(len(first), bool)
-    for batch in _pair_batches(first, second, lengths):
-        wanted = np.zeros(units.num_units, bool)
-        wanted[first[batch]] = wanted[second[batch]] = True
-        shingles: dict[int, np.ndarray] = {}
-        with progress("prep: verify pairs") as advance:
-            for unit in units.iterate(wanted, on_bytes=advance):
-                shingles[unit.index] = np.unique(shingle_hashes(unit.text))
-        similar[batch] = [exact_jaccard(shingles[a], shingles[b]) >= threshold
-                          for a, b in zip(first[batch].tolist(), second[batch].tolist(), strict=True)]
+    labels = connected_components(units.num_units, first, second)
+    order = np.lexsort((second, first, labels[first]))  # by component (its first document), then by pair
+    del labels
+    first, second = first[order], second[order]
+    similar = np.zeros(len(order), bool)
+    for start, end in _pair_batches(first, second, sizes):
+        similar[order[start:end]] = _verified_batch(units, first[start:end], second[start:end], sizes, threshold,
+                                                    progress)
     return similar
 
 
-def _pair_batches(first: np.ndarray, second: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
-    """Pair indices in batches whose documents' shingle sets fit VERIFY_BUDGET_BYTES together."""
-    batches, current, held, cost = [], [], set(), 0
-    for pair, documents in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
-        new = [document for document in documents if document not in held]
-        extra = sum(int(lengths[document]) * SHINGLE_BYTES_PER_CHAR for document in new)
-        if current and cost + extra > VERIFY_BUDGET_BYTES:
-            batches.append(np.array(current))
-            current, held, cost = [], set(), 0
-            new, extra = list(documents), sum(int(lengths[d]) * SHINGLE_BYTES_PER_CHAR for d in documents)
-        current.append(pair)
-        held.update(new)
-        cost += extra
-    if current:
-        batches.append(np.array(current))
+def _pair_batches(first: np.ndarray, second: np.ndarray, sizes: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) runs of the pairs, in order, whose documents' shingle sets fit VERIFY_BUDGET_BYTES together.
+
+    A pair whose two documents alone exceed the budget is a batch of its own.
+    """
+    batches, start, held, cost = [], 0, set(), 0
+    for step in range(0, len(first), PAIR_STEP):
+        firsts, seconds = first[step:step + PAIR_STEP], second[step:step + PAIR_STEP]
+        first_bytes = (sizes[firsts].astype(np.int64) * SHINGLE_BYTES).tolist()
+        second_bytes = (sizes[seconds].astype(np.int64) * SHINGLE_BYTES).tolist()
+        rows = zip(firsts.tolist(), seconds.tolist(), first_bytes, second_bytes, strict=True)
+        for pair, (a, b, a_bytes, b_bytes) in enumerate(rows, step):
+            extra = (a not in held) * a_bytes + (b not in held) * b_bytes
+            if pair > start and cost + extra > VERIFY_BUDGET_BYTES:
+                batches.append((start, pair))
+                start, held, cost, extra = pair, set(), 0, a_bytes + b_bytes
+            held.update((a, b))
+            cost += extra
+    if len(first) > start:
+        batches.append((start, len(first)))
     return batches
+
+
+def _verified_batch(units: CorpusUnits, first: np.ndarray, second: np.ndarray, sizes: np.ndarray, threshold: float,
+                    progress: Progress) -> np.ndarray:
+    """Whether each pair of one batch reaches `threshold`: one pass reading the batch's documents."""
+    documents = np.union1d(first, second)
+    bounds = np.zeros(len(documents) + 1, np.int64)
+    np.cumsum(sizes[documents], out=bounds[1:])
+    # The batch's shingle sets end to end in one array: one allocation, handed back whole after the batch.
+    held = np.empty(int(bounds[-1]), np.uint64)
+    wanted = np.zeros(units.num_units, bool)
+    wanted[documents] = True
+    with progress("prep: verify pairs") as advance, \
+            closing(units.iterate(wanted, on_bytes=advance)) as stream:
+        for position, unit in enumerate(stream):
+            shingles = distinct_shingles(unit.text)
+            start, end = int(bounds[position]), int(bounds[position + 1])
+            if unit.index != documents[position] or len(shingles) != end - start:
+                raise RuntimeError(f"unit {unit.index} differs from the first pass's reading of it")
+            held[start:end] = shingles
+            if position + 1 == len(documents):
+                break  # the rest of the inputs holds none of this batch's documents
+    similar = np.zeros(len(first), bool)
+    for step in range(0, len(first), PAIR_STEP):
+        a = np.searchsorted(documents, first[step:step + PAIR_STEP])
+        b = np.searchsorted(documents, second[step:step + PAIR_STEP])
+        similar[step:step + len(a)] = [
+            exact_jaccard(held[bounds[x]:bounds[x + 1]], held[bounds[y]:bounds[y + 1]]) >= threshold
+            for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    return similar
 
 
 def _scoring_pass(units: CorpusUnits, keep: np.ndarray, scorer: Scorer | None, count_tokens: TokenCounter | None,

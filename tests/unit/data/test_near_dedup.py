@@ -15,7 +15,9 @@ from tempering.data.near_dedup import (
     candidate_probability,
     connected_components,
     derive_bands,
+    distinct_shingles,
     exact_jaccard,
+    minhash_bands,
     minhash_signature,
     normalise_for_shingles,
     shingle_hashes,
@@ -45,6 +47,47 @@ def test_a_long_text_hashed_in_segments_gives_the_same_shingles(monkeypatch):
     for segment in (7, 100, 1000):
         monkeypatch.setattr(near_dedup, "SEGMENT_CHARS", segment)
         assert np.array_equal(shingle_hashes(text), whole), segment
+
+
+def word_shingles(text: str) -> set[str]:
+    """The word 5-grams of the normalised text as strings: the sets the hashes stand for."""
+    words = normalise_for_shingles(text).split(" ")
+    return {" ".join(words[start:start + 5]) for start in range(max(len(words) - 4, 1))}
+
+
+def test_jaccard_of_hashed_shingles_is_the_jaccard_of_the_shingle_strings():
+    texts = [text for _, text in sorted(topics.items())[:60]]
+    variants = [texts[0], texts[0][:900], one_word_changed(texts[0], 25), texts[0] + " " + texts[1][:300], texts[2]]
+    for text in texts + variants:
+        assert len(distinct_shingles(text)) == len(word_shingles(text))  # no two shingles share a hash
+    for first in variants:
+        for second in variants:
+            union = word_shingles(first) | word_shingles(second)
+            truth = len(word_shingles(first) & word_shingles(second)) / len(union)
+            assert exact_jaccard(distinct_shingles(first), distinct_shingles(second)) == truth
+
+
+def test_exact_jaccard_counts_the_common_hashes_of_sorted_sets():
+    generator = np.random.default_rng(0)
+    for size_a, size_b in ((0, 0), (0, 5), (7, 0), (1, 1), (50, 400), (400, 50), (300, 300)):
+        a = np.unique(generator.integers(0, 600, size_a, dtype=np.uint64))
+        b = np.unique(generator.integers(0, 600, size_b, dtype=np.uint64))
+        common = len(set(a.tolist()) & set(b.tolist()))
+        expected = 1.0 if not len(a) and not len(b) else common / (len(a) + len(b) - common)
+        assert exact_jaccard(a, b) == expected, (size_a, size_b)
+    top = np.array([np.iinfo(np.uint64).max], np.uint64)
+    assert exact_jaccard(top, top) == 1.0 and exact_jaccard(np.array([1], np.uint64), top) == 0.0
+
+
+def test_minhash_bands_count_distinct_shingles_and_ignore_repeats():
+    params = MinHashParams(112, 14, 8)
+    repeated = " ".join([DOCUMENTS[4]] * 3)  # the same shingles three times (and a few across the joins)
+    hashes, sizes = minhash_bands([DOCUMENTS[4], repeated, "?"], params)
+    assert sizes.tolist() == [len(distinct_shingles(DOCUMENTS[4])), len(distinct_shingles(repeated)), 0]
+    assert np.array_equal(hashes, band_hashes([DOCUMENTS[4], repeated, "?"], params))
+    a, b = params.coefficients()
+    assert np.array_equal(minhash_signature(shingle_hashes(repeated), a, b),
+                          minhash_signature(distinct_shingles(repeated), a, b))
 
 
 def test_signature_agreement_estimates_the_exact_jaccard():
@@ -112,6 +155,20 @@ def test_ineligible_documents_never_pair():
     index = NearDedupIndex(params)
     index.add(band_hashes([DOCUMENTS[0], DOCUMENTS[0]], params), np.array([True, False]))
     assert len(index.candidate_pairs()[0]) == 0
+
+
+def test_index_holds_only_eligible_documents_and_their_shingle_sizes():
+    params = MinHashParams(112, 14, 8)
+    texts = [DOCUMENTS[0], DOCUMENTS[1], "?", DOCUMENTS[0], DOCUMENTS[1]]
+    hashes, sizes = minhash_bands(texts, params)
+    index = NearDedupIndex(params, keep_sizes=True)
+    index.add(hashes[:2], np.array([True, False]), sizes[:2])
+    index.add(hashes[2:], np.array([True, True, True]), sizes[2:])
+    assert [pair.tolist() for pair in index.candidate_pairs(partners=32)] == [[0], [3]]  # 1 and 4: 1 is ineligible
+    assert index.shingle_sizes().tolist() == [sizes[0], 0, 0, sizes[3], sizes[4]]
+    assert index.num_bytes == 3 * (14 * 8 + 8) + 5 * 4  # three eligible documents' bands and numbers, five sizes
+    with pytest.raises(ValueError, match="keep_sizes"):
+        NearDedupIndex(params).shingle_sizes()
 
 
 def test_exact_checks_see_every_earlier_partner_in_a_band_not_just_the_first():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -11,8 +12,16 @@ import numpy as np
 import pytest
 
 from tempering.config.schema import PrepConfig
+from tempering.data.near_dedup import (
+    MinHashParams,
+    NearDedupIndex,
+    distinct_shingles,
+    exact_jaccard,
+    minhash_bands,
+)
 from tempering.data.prep import run_prep
 from tempering.data.shards import MANIFEST_FILE, TokenShards
+from tempering.data.units import Unit
 from tempering.errors import UserError
 from tempering.tokenizer import load_tokenizer, train_tokenizer
 from tests.unit.data.test_quality import GOOD, PLANTED
@@ -187,6 +196,59 @@ def test_exact_checks_in_several_batches_give_the_same_output(tmp_path, tokenize
     again = run_prep([str(tmp_path / "in")], tokenizer_dir, tmp_path / "many", options)
     assert files_of(tmp_path / "one") == files_of(tmp_path / "many")
     assert first["stages"]["near_dedup"]["verified_pairs"] == again["stages"]["near_dedup"]["verified_pairs"] == 3
+
+
+class CountedUnits:
+    """Stands in for CorpusUnits: the texts as units, counting the passes over them."""
+
+    def __init__(self, texts: list[str]):
+        self.texts, self.num_units, self.passes = texts, len(texts), 0
+
+    def iterate(self, wanted=None, on_bytes=None):
+        self.passes += 1
+        for index, text in enumerate(self.texts):
+            if wanted is None or wanted[index]:
+                yield Unit(index, 0, text, b"")
+
+
+def test_exact_checks_read_each_cluster_once_within_a_budget_of_real_bytes(monkeypatch):
+    import tempering.data.filtering as filtering
+
+    # Four copies of ten documents, each copy after all of the one before (as in a corpus of copies).
+    texts = [text if copy == 0 else f"{text} (copy {copy})" for copy in range(4) for text in DOCUMENTS[:10]]
+    params = MinHashParams(112, 14, 8)
+    hashes, sizes = minhash_bands(texts, params)
+    index = NearDedupIndex(params, keep_sizes=True)
+    index.add(hashes, np.ones(len(texts), bool), sizes)
+    first, second = index.candidate_pairs(partners=32)
+    assert len(first) == 10 * 6  # every two copies of each document
+    cluster_bytes = [8 * int(sizes[document::10].sum()) for document in range(10)]
+    budget = 2 * max(cluster_bytes) + 8
+    monkeypatch.setattr(filtering, "VERIFY_BUDGET_BYTES", budget)
+    held, plan = [], filtering._pair_batches
+
+    def planned(first, second, sizes):
+        batches = plan(first, second, sizes)
+        held.extend(8 * int(sizes[np.union1d(first[start:end], second[start:end])].sum()) for start, end in batches)
+        return batches
+
+    monkeypatch.setattr(filtering, "_pair_batches", planned)
+    units = CountedUnits(texts)
+    similar = filtering._verified(units, first, second, index.shingle_sizes(), 0.8, lambda label: nullcontext(len))
+    expected = [exact_jaccard(distinct_shingles(texts[a]), distinct_shingles(texts[b])) >= 0.8
+                for a, b in zip(first.tolist(), second.tolist(), strict=True)]
+    assert similar.tolist() == expected and all(expected)
+    assert max(held) <= budget  # the bytes of the hashes really held, not an estimate from the text's length
+    assert units.passes == len(held) == 5  # two whole clusters a pass
+
+
+def test_a_pair_larger_than_the_budget_is_a_batch_of_its_own(monkeypatch):
+    import tempering.data.filtering as filtering
+
+    monkeypatch.setattr(filtering, "VERIFY_BUDGET_BYTES", 100)
+    sizes = np.array([4, 4, 4, 20, 20, 1], np.uint32)  # 32, 32, 32, 160, 160, 8 bytes
+    first, second = np.array([0, 0, 1, 3, 0]), np.array([1, 2, 2, 4, 5])
+    assert filtering._pair_batches(first, second, sizes) == [(0, 3), (3, 4), (4, 5)]
 
 
 def test_token_chunks_hold_at_most_the_target_tokens(tmp_path, tokenizer_dir):
