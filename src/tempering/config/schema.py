@@ -241,7 +241,7 @@ class NerConfig(Section):
     label_all_tokens: bool = Field(False, description="Put the word's label on every word piece (B- becomes I- after the first), not only on the first.")
     scheme_errors: Literal["repair", "error"] = Field("repair", description="An I-X that starts an entity (IOB2 violation): turn it into B-X, or refuse the row's file.")
     label_mapping: Literal["strict", "merge"] = Field("strict", description="Continued training on data whose labels differ from the checkpoint's: refuse (strict) or add the new labels to the head (merge).")
-    group_by_length: bool = Field(True, description="Batch sentences of similar length together (sorted within windows of 50 batches, batch order shuffled): far fewer pads; false draws each batch at random, as HF Trainer's default sampler.")
+    group_by_length: bool = Field(False, description="Batch sentences of similar length together (sorted within windows of 50 batches, batch order shuffled): ~1.2x the tokens/s, but ~1.4 points less F1 in our benchmark. Default false: each batch drawn at random, as HF Trainer's default sampler (padding is skipped, not computed).")
 
 
 class LoraConfig(Section):

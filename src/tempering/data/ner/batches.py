@@ -36,10 +36,10 @@ def collate(sentences: list[AlignedSentence], pad_id: int) -> dict:
 
 
 class SentenceBatches:
-    """Training micro-batches of aligned sentences: length-grouped, shuffled per epoch, seeded."""
+    """Training micro-batches of aligned sentences: drawn at random or length-grouped, shuffled per epoch, seeded."""
 
     def __init__(self, sentences: list[AlignedSentence], *, batch_size: int, seed: int, pad_id: int,
-                 group_by_length: bool = True, segments: list[int] | None = None):
+                 group_by_length: bool = False, segments: list[int] | None = None):
         """`segments` (sizes of consecutive runs of `sentences`) are batched one after the other
         (post-training's `append`: old, then new); by default all sentences mix."""
         if not sentences:
