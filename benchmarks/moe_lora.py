@@ -48,7 +48,7 @@ def main() -> None:
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine_description(), "command": " ".join(["python", *sys.argv]), "steps": args.steps,
-              "mmap_threshold": "pinned at 131072" if args.pin_mmap_threshold else "glibc dynamic",
+              "mmap_threshold": f"pinned at {args.mmap_threshold}" if args.mmap_threshold else "glibc dynamic",
               "seq_len": args.seq_len, "batch_size": args.batch_size}
     shards, tok = prepare_shards(args.work, 8192, ("prose",))
     for part in args.parts:
@@ -266,8 +266,8 @@ def run_once(name: str, row, args, round_index: int) -> dict:
         command = [sys.executable, "-m", "tempering", *map(str, row), "--save-dir", str(run_dir / "run")]
         metrics = run_dir / "run" / "metrics.jsonl"
     env = child_env(args.work)
-    if args.pin_mmap_threshold:
-        env["TEMPERING_MMAP_THRESHOLD"] = "131072"
+    if args.mmap_threshold:
+        env["TEMPERING_MMAP_THRESHOLD"] = str(args.mmap_threshold)
     child = run_child(command, env, run_dir / "stderr.txt", metrics)
     if child["returncode"] != 0:
         tail = (run_dir / "stderr.txt").read_text(errors="replace").strip().splitlines()[-3:]
@@ -353,9 +353,12 @@ def parse_args() -> argparse.Namespace:
                         help="Before each row, wait up to this long for the CPU to go quiet.")
     parser.add_argument("--rows", nargs="+", metavar="ROW", help="Run only these rows of the parts (e.g. "
                         "tempering-full tempering-lora); ratios need both of their rows.")
-    parser.add_argument("--pin-mmap-threshold", action="store_true",
-                        help="Run temper with TEMPERING_MMAP_THRESHOLD=131072 (glibc's mmap threshold pinned: less "
-                             "memory, slower steps); the peer rows are unaffected.")
+    parser.add_argument("--mmap-threshold", type=int, default=0, metavar="BYTES",
+                        help="Run temper with TEMPERING_MMAP_THRESHOLD=BYTES (glibc's mmap threshold pinned: less "
+                             "memory, slower steps; e.g. 131072 or 1048576); the peer rows are unaffected. "
+                             "Default 0: glibc's own.")
+    parser.add_argument("--pin-mmap-threshold", action="store_const", const=131072, dest="mmap_threshold",
+                        help="Same as --mmap-threshold 131072.")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tempering-moe-lora",
                         help="Working folder: tokenizer, shards, initial checkpoints, runs (reused).")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "moe_lora.json",
