@@ -8,10 +8,10 @@ tensors need (measured on LoRA and MoE steps, docs/performance.md). Fixing the t
 dynamic adjustment off. No library does this; it is one `mallopt` call through ctypes.
 
 It is off by default because it costs time: every large tensor is then a fresh mapping whose pages
-fault in on first touch, and a CPU training step of the `small` preset took 1.6-1.9x as long
-(docs/performance.md, "Mixture of experts and LoRA"). `TEMPERING_MMAP_THRESHOLD=131072` (bytes)
-turns it on, for a run that must fit in memory more than it must be fast; unset or 0 leaves glibc's
-own behaviour.
+fault in on first touch; at 131072 a CPU training step of the `small` preset took 1.6-1.9x as long
+(docs/performance.md, "Mixture of experts and LoRA"). `TEMPERING_MMAP_THRESHOLD=BYTES` turns
+it on, for a run that must fit in memory more than it must be fast (4194304 costs far less than
+131072 and keeps most of the LoRA saving; docs/performance.md); unset or 0 leaves glibc's own behaviour.
 """
 
 from __future__ import annotations
