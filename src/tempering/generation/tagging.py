@@ -66,7 +66,7 @@ def predict_tags(loaded: LoadedModel, sentences: list[list[str]], *, batch_size:
         mask = batch["attention_mask"]
         with torch.no_grad():
             logits = loaded.model(torch.from_numpy(batch["input_ids"]).to(device),
-                                  None if mask is None else torch.from_numpy(mask).to(device), skip_padding=True)
+                                  None if mask is None else torch.from_numpy(mask).to(device))
         probabilities, predicted = logits.float().softmax(-1).max(-1)
         for row, sentence in enumerate(chunk):
             keep = torch.from_numpy(batch["word_starts"][row]).to(device)

@@ -35,7 +35,7 @@ class MaskedLM(Objective):
 
     def __call__(self, model: nn.Module, batch: TensorBatch) -> LossResult:
         """Summed loss over the positions whose label is not -100, and their count."""
-        hidden = model.hidden_states(batch["input_ids"], batch.get("attention_mask"), skip_padding=True)  # (B, T, D)
+        hidden = model.hidden_states(batch["input_ids"], batch.get("attention_mask"))  # (B, T, D)
         labels = batch["labels"]
         selected = labels != IGNORE_INDEX  # (B, T)
         logits = model.mlm_logits(hidden[selected])  # (N, V): only the predicted positions

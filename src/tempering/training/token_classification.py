@@ -37,7 +37,7 @@ class TokenClassification(Objective):
 
     def predict(self, model: nn.Module, batch: TensorBatch) -> tuple[LossResult, torch.Tensor]:
         """The LossResult and the (B, T) predicted label ids."""
-        hidden = model.hidden_states(batch["input_ids"], batch.get("attention_mask"), skip_padding=True)  # (B, T, D)
+        hidden = model.hidden_states(batch["input_ids"], batch.get("attention_mask"))  # (B, T, D)
         logits = model.classify(hidden)  # (B, T, num_labels)
         labels = batch["labels"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,

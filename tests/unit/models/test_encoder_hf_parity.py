@@ -56,11 +56,11 @@ def batch(arch, seed: int = 0):
     return input_ids, mask
 
 
-def assert_same_outputs(ours, theirs, arch, input_ids, mask, skip_padding=False):
+def assert_same_outputs(ours, theirs, arch, input_ids, mask):
     with torch.no_grad():
         out = theirs(input_ids=input_ids, attention_mask=mask)
         expected = out.last_hidden_state if arch.head == "none" else out.logits
-        got = ours(input_ids, mask, skip_padding=skip_padding)
+        got = ours(input_ids, mask)
     keep = mask.bool()  # padded positions are garbage on both sides
     torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=0)
 
@@ -83,31 +83,35 @@ def test_parameter_names_count_and_expected_tensors_match_hf(arch):
     assert exported == expected_tensors(arch) == ENCODER.expected_tensors(arch)
 
 
-@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "skip-padding"])
-def test_logits_equal_hf_with_copied_weights(arch, skip_padding):
+def test_logits_equal_hf_with_copied_weights(arch):
     ours = randomised(EncoderModel(arch))
     theirs = hf_model(arch)
     theirs.load_state_dict(hf_names(ours.state_dict(), arch), strict=True)
-    assert_same_outputs(ours, theirs, arch, *batch(arch), skip_padding=skip_padding)
+    assert_same_outputs(ours, theirs, arch, *batch(arch))
 
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
-def test_skipping_padding_gives_the_padded_gradients_and_zeros_at_padding(checkpointing):
+def test_a_padded_batch_gives_each_row_alone_values_and_gradients_and_zeros_at_padding(checkpointing):
     arch = make_arch(**HEADS["ner"])
     input_ids, mask = batch(arch)
-    grads, outputs = [], []
-    for skip_padding in (False, True):
+    real = mask.bool()
+
+    def run(rows):  # rows: [(ids, mask or None)]; loss on the real tokens; (hidden states, gradients)
         torch.manual_seed(0)
-        model = randomised(EncoderModel(arch)).train()  # dropout 0: the two paths see the same numbers
+        model = randomised(EncoderModel(arch)).train()  # dropout 0: both runs see the same numbers
         model.gradient_checkpointing = checkpointing
-        hidden = model.hidden_states(input_ids, mask, skip_padding=skip_padding)
-        model.classify(hidden)[mask.bool()].square().sum().backward()
-        grads.append({name: p.grad for name, p in model.named_parameters()})
-        outputs.append(hidden.detach())
-    assert not outputs[1][~mask.bool()].any()  # padding is not computed: zeros
-    torch.testing.assert_close(outputs[1][mask.bool()], outputs[0][mask.bool()], atol=1e-6, rtol=0)
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-5, msg=name)
+        hiddens = [model.hidden_states(ids, row_mask) for ids, row_mask in rows]
+        sum(model.classify(h).square().sum() if m is None else model.classify(h)[m.bool()].square().sum()
+            for h, (_, m) in zip(hiddens, rows, strict=True)).backward()
+        return [h.detach() for h in hiddens], {name: p.grad for name, p in model.named_parameters()}
+
+    [padded], grads = run([(input_ids, mask)])
+    alone, alone_grads = run([(input_ids[i:i + 1, :int(n)], None) for i, n in enumerate(mask.sum(1))])
+    assert not padded[~real].any()  # padding is not computed: zeros
+    for i, row in enumerate(alone):
+        torch.testing.assert_close(padded[i, :row.shape[1]], row[0], atol=1e-6, rtol=0)
+    for name, grad in alone_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("head", ["mlm", "ner"])

@@ -3,15 +3,12 @@
 Post-norm blocks (x = LN(x + attention(x)); x = LN(x + FFN(x))), learned positions, exact
 GELU, LayerNorm epsilon 1e-12, biases everywhere, and dropout where DistilBERT has it (on
 the embeddings, the attention probabilities, the FFN output and before the classifier).
-Written by hand so the numerics match `transformers` to 1e-5 and the model's forward has
-no host synchronisation: padding is an additive key mask built from `attention_mask`,
-and a batch without padding passes None and takes SDPA's unmasked path.
-
-`skip_padding=True` (the training objectives, tagging) runs every per-token layer
-(embeddings, projections, FFN, LayerNorm) on the real tokens only and pads just around
-attention (`models/unpadding.py`), so a batch of mixed lengths costs its tokens, not its
-rectangle; real positions get the values of the padded path, padding positions zeros. It costs
-one `nonzero` per forward (a host sync on a GPU).
+Written by hand so the numerics match `transformers` to 1e-5. Padding is an additive key mask
+built from `attention_mask`, and every per-token layer (embeddings, projections, FFN,
+LayerNorm) runs on the real tokens only, padded just around attention (`models/unpadding.py`):
+a batch of mixed lengths costs its tokens, not its rectangle. Real positions get the values of
+a padded forward, padding positions zeros; finding the tokens is one `nonzero` (a host sync on a
+GPU). A batch without padding passes None and takes SDPA's unmasked path, with no sync.
 """
 
 from __future__ import annotations
@@ -158,15 +155,14 @@ class EncoderModel(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                      skip_padding: bool = False) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Return (B, T, D) final hidden states; `attention_mask` (B, T) is 1 on tokens, 0 on padding.
 
-        With `skip_padding`, only the real tokens are computed and padding positions are zeros.
+        Only the real tokens are computed: padding positions come back as zeros.
         """
         if input_ids.shape[1] > self.arch.max_seq_len:
             raise ValueError(f"{input_ids.shape[1]} tokens are more than max_seq_len {self.arch.max_seq_len}")
-        index = TokenIndex.of(attention_mask) if skip_padding and attention_mask is not None else None
+        index = None if attention_mask is None else TokenIndex.of(attention_mask)
         x = self.distilbert.embeddings(input_ids, index)
         bias = None if attention_mask is None else key_padding_bias(attention_mask, x.dtype)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
@@ -184,10 +180,9 @@ class EncoderModel(nn.Module):
             hidden = F.dropout(hidden, self.dropout, self.training)
         return self.classifier(hidden)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                skip_padding: bool = False) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The head's output for (B, T) ids: vocabulary logits (mlm), label logits, or hidden states (none)."""
-        hidden = self.hidden_states(input_ids, attention_mask, skip_padding=skip_padding)
+        hidden = self.hidden_states(input_ids, attention_mask)
         if self.arch.head == "mlm":
             return self.mlm_logits(hidden)
         if self.arch.head == "token_classification":
