@@ -464,19 +464,27 @@ def _is_speech_checkpoint(path: str) -> bool:
 
 
 def _eval_speech(args: argparse.Namespace, datasets: list) -> None:
-    """CTC loss, WER and CER of a speech checkpoint on speech CSVs."""
+    """ASR: CTC loss, WER and CER; Talker: mel loss and intelligibility; of a speech checkpoint on speech CSVs."""
     from tempering.evaluation.speech_eval import evaluate_speech_checkpoint
     from tempering.tracking.console import print_table
 
     result = evaluate_speech_checkpoint(args.checkpoint, datasets, batch_size=args.batch_size,
-                                        max_batches=args.max_batches, device=args.device)
+                                        max_batches=args.max_batches, device=args.device,
+                                        asr_checkpoint=args.asr_checkpoint)
     if args.json:
         print(json.dumps(result))
         return
+    title = f"{result['checkpoint']} (step {result['step']})"
+    if result["family"] == "talker":
+        rows = [[name, r["path"], r["utterances"], r["dropped"], f"{r['loss']:.4f}", f"{r['mel_l1']:.4f}",
+                 f"{r.get('intelligibility_cer', float('nan')):.4f}", f"{r.get('intelligibility_wer', float('nan')):.4f}"]
+                for name, r in result["datasets"].items()]
+        print_table(title, ["dataset", "path", "utterances", "unaligned", "loss", "mel L1", "intelligibility CER",
+                            "intelligibility WER"], rows)
+        return
     rows = [[name, r["path"], r["utterances"], f"{r['loss']:.4f}", f"{r['wer']:.4f}", f"{r['cer']:.4f}"]
             for name, r in result["datasets"].items()]
-    print_table(f"{result['checkpoint']} (step {result['step']})", ["dataset", "path", "utterances", "loss", "wer",
-                                                                     "cer"], rows)
+    print_table(title, ["dataset", "path", "utterances", "loss", "wer", "cer"], rows)
 
 
 def _run_lm_eval(args: argparse.Namespace) -> None:
@@ -797,7 +805,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.set_defaults(func=cmd_merge_experts)
 
     evaluate = commands.add_parser("eval", help="Loss and perplexity of a checkpoint on one or more datasets "
-                                   "(speech recognition checkpoints: CTC loss, WER and CER on speech CSVs).")
+                                   "(speech recognition checkpoints: CTC loss, WER and CER on speech CSVs; Talker "
+                                   "checkpoints: mel loss and intelligibility).")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", nargs="+", action="extend", metavar="[NAME=]PATH",
                           help="Shard dirs or raw text files/dirs/globs, optionally named (repeatable).")
@@ -813,6 +822,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-batches", type=POSITIVE_INT, metavar="N", help="Evaluate at most N batches per dataset.")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="Device (default auto).")
     evaluate.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    evaluate.add_argument("--asr-checkpoint", metavar="PATH",
+                          help="Talker checkpoints: the ASR checkpoint that aligns the references and transcribes the "
+                               "synthesised speech for the intelligibility (default: the one the Talker trained with).")
     evaluate.add_argument("--lm-eval", metavar="TASK[,TASK...]",
                           help="Run EleutherAI lm-evaluation-harness tasks instead of --data, offline, through its "
                                "Hugging Face model path (needs the eval extra). Shipped local task: "

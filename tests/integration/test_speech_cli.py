@@ -167,6 +167,25 @@ def test_talker_trains_on_asr_durations_speaks_a_wav_and_post_trains(trained, co
     assert {"mel_l1", "duration_loss", "intelligibility_cer", "intelligibility_wer"} <= val.keys()
     meta = json.loads((talker / "final" / "meta.json").read_text())
     assert meta["family"] == "talker" and meta["asr_checkpoint"] == str(trained / "best")
+    talker_val = corpus.parent / "talker_val.csv"  # the run's val rows alone: eval must score them as validation did
+    rows = list(csv.DictReader(corpus.read_text(encoding="utf-8").splitlines()))[-8:]
+    with open(talker_val, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, ["path", "transcript"])
+        writer.writeheader()
+        writer.writerows({"path": r["path"], "transcript": r["transcript"]} for r in rows)
+    evaluated = json.loads(run_temper("eval", "--checkpoint", talker / "final", "--data", talker_val, "--json",
+                                      check=True, timeout=600).stdout)
+    assert evaluated["family"] == "talker" and evaluated["step"] == val["step"] == 10
+    scores = evaluated["datasets"]["talker_val"]
+    assert scores["utterances"] + scores["dropped"] == 8
+    # The same frames and voice as the run's own validation; the durations' targets come from a fresh
+    # alignment by the ASR in another process, which may move a tied frame, hence the looser duration term.
+    for key, tolerance in (("mel_l1", 1e-5), ("intelligibility_cer", 1e-6), ("intelligibility_wer", 1e-6),
+                           ("duration_loss", 5e-3), ("loss", 5e-3)):
+        assert scores[key] == pytest.approx(val[key], rel=tolerance), key
+    table = run_temper("eval", "--checkpoint", talker / "final", "--data", talker_val, "--asr-checkpoint", trained,
+                       check=True, timeout=600).stdout
+    assert "intelligibility CER" in table and f"{val['intelligibility_cer']:.4f}" in table
     out = tmp_path / "said.wav"
     run_temper("generate", "--checkpoint", talker, "--speak", "Bad cab!", "--output", out, check=True)
     info = soundfile.info(str(out))

@@ -18,7 +18,7 @@ from tempering.checkpoint.resolution import record_run
 from tempering.config import load_config
 from tempering.config.schema import Config
 from tempering.data.audio.asr_data import SpeechData, build_asr_data, build_asr_validation
-from tempering.data.audio.tts_data import build_tts_data
+from tempering.data.audio.tts_data import build_tts_data, build_tts_validation
 from tempering.errors import UserError
 from tempering.evaluation.intelligibility import Intelligibility
 from tempering.generation.transcribe import load_asr_model
@@ -109,15 +109,24 @@ class SpeechTask:
         """Training and validation batches of `datasets` (default: the data of `config`, default the run's)."""
         config = config or self.config
         if self.family == "talker":
-            return build_tts_data(config, self.tokenizer, character_set(self.tokenizer), asr_aligner(self.asr),
-                                  datasets=datasets, val_data=val_data, val_name=val_name)
+            return build_tts_data(config, self.tokenizer, self.alphabet(), self.aligner(), datasets=datasets,
+                                  val_data=val_data, val_name=val_name)
         return build_asr_data(config, self.tokenizer, alignment_possible, datasets=datasets, val_data=val_data,
                               val_name=val_name)
+
+    def alphabet(self) -> str:
+        """The characters the model's tokenizer spells (the Talker's input)."""
+        return character_set(self.tokenizer)
+
+    def aligner(self):
+        """The Talker's durations: forced alignment by its ASR checkpoint."""
+        return asr_aligner(self.asr)
 
     def validation(self, config: Config, datasets: list, val_data: list) -> list | None:
         """Only the validation set of another config's data (the original data of a post-training run)."""
         if self.family == "talker":
-            return self.data(datasets, val_data, config=config).val_sets.get("val")
+            return build_tts_validation(config, self.tokenizer, self.alphabet(), self.aligner(), datasets,
+                                        val_data)[0]
         return build_asr_validation(config, self.tokenizer, datasets, val_data)
 
     def objective(self, arch) -> Objective:

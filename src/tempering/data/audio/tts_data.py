@@ -49,6 +49,16 @@ def build_tts_data(config: Config, tokenizer, alphabet: str, align: Aligner, *, 
     return SpeechData(train, val_sets, dropped)
 
 
+def build_tts_validation(config: Config, tokenizer, alphabet: str, align: Aligner, datasets: list,
+                         val_data: list) -> tuple[list[UtteranceBatches] | None, int]:
+    """Only the validation set the given datasets make (no training rows aligned), and how many were dropped."""
+    _, val_rows = split_utterances(config, datasets, val_data)
+    if not val_rows:
+        return None, 0
+    val, dropped = _tts_set(val_rows, tokenizer, alphabet, align, config, shuffle=False)
+    return ([val] if len(val.lengths) else None), dropped
+
+
 def _tts_set(rows: list[Utterance], tokenizer, alphabet: str, align: Aligner, config: Config, *,
              shuffle: bool) -> tuple[UtteranceBatches, int]:
     transcripts = [normalize_transcript(u.transcript, alphabet) for u in rows]
