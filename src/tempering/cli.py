@@ -149,6 +149,7 @@ LORA_FLAGS = [
 ]
 
 
+DEFAULT_LM_BEAM = 16
 ASR_CHECKPOINT_FLAG = Flag("--asr-checkpoint", "speech.asr_checkpoint", str, "PATH")
 POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
     ASR_CHECKPOINT_FLAG,
@@ -397,12 +398,17 @@ def _prep_audio(args: argparse.Namespace, val_fraction: float) -> None:
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     """Print the transcript of each audio file."""
-    from tempering.generation.transcribe import load_asr_model, transcribe_files
+    from tempering.generation.transcribe import load_asr_model, transcribe_files, word_fusion
     from tempering.tracking.console import console
     from tempering.training.device import pick_device
 
     loaded = load_asr_model(args.checkpoint, device=pick_device(args.device))
-    result = transcribe_files(loaded, args.files, beam=args.beam)
+    fusion = None
+    if args.lm_text:
+        fusion = word_fusion(loaded, args.lm_text, weight=args.lm_weight, bonus=args.word_bonus)
+        console.print(f"word language model: {fusion.lm.num_words:,} words, {len(fusion.lm.bigrams):,} bigrams")
+    result = transcribe_files(loaded, args.files, beam=args.beam or (DEFAULT_LM_BEAM if fusion else None),
+                              fusion=fusion)
     for file, text in zip(args.files, result.texts, strict=True):
         print(text if len(args.files) == 1 else f"{file}\t{text}", flush=True)
     console.print(f"{result.audio_s:.1f} s of audio in {result.compute_s:.2f} s (real-time factor "
@@ -842,7 +848,16 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--checkpoint", required=True, metavar="PATH", help=CHECKPOINT_HELP)
     transcribe.add_argument("files", nargs="+", metavar="FILE", help="Audio files (WAV, FLAC, OGG; any sample rate).")
     transcribe.add_argument("--beam", type=POSITIVE_INT, metavar="N",
-                            help="CTC prefix beam search of width N (default: greedy best path).")
+                            help=f"CTC prefix beam search of width N (default: greedy best path; {DEFAULT_LM_BEAM} "
+                                 "with --lm-text).")
+    transcribe.add_argument("--lm-text", action="append", metavar="FILE",
+                            help="A plain-text file of the domain (one sentence or paragraph a line; repeatable): the "
+                                 "beam search adds a word bigram model of the text (Kneser-Ney), built at start-up.")
+    transcribe.add_argument("--lm-weight", type=ranged(float, low=0.0, what="give 0 or more"), default=0.5,
+                            metavar="W", help="With --lm-text: weight of the word model's ln-probability (default 0.5).")
+    transcribe.add_argument("--word-bonus", type=float, default=1.0, metavar="B",
+                            help="With --lm-text: score added per word, against the model's bias to short "
+                                 "transcripts (default 1.0).")
     transcribe.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                             help="Device (default auto).")
     transcribe.set_defaults(func=cmd_transcribe)

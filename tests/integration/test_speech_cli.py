@@ -79,6 +79,14 @@ def test_transcribe_prints_each_file_and_eval_scores_the_same_transcripts(traine
         jiwer.cer([r["transcript"] for r in rows], texts))
     single = run_temper("transcribe", "--checkpoint", trained, "--beam", "4", files[0], check=True)
     assert single.stdout.strip() == texts[0]  # one file: just its transcript; beam agrees on confident frames
+    lm_text = corpus.parent / "lm.txt"  # the domain's sentences: the word model can only pull towards them
+    lm_text.write_text("\n".join(r["transcript"] for r in csv.DictReader(corpus.open(encoding="utf-8"))) + "\n")
+    fused = run_temper("transcribe", "--checkpoint", trained, "--lm-text", lm_text, *files, check=True)
+    fused_texts = [line.split("\t", 1)[1] for line in fused.stdout.splitlines()]
+    assert len(fused_texts) == len(files) and "word language model: 12 words" in fused.stderr + fused.stdout
+    assert jiwer.wer([r["transcript"] for r in rows], fused_texts) <= wer
+    assert_user_error(run_temper("transcribe", "--checkpoint", trained, "--lm-text", corpus.parent / "no.txt",
+                                 files[0]), "no such file")
 
 
 def test_killed_run_resumes_bit_identically_with_specaugment(corpus, tmp_path):

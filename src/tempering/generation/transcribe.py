@@ -2,7 +2,8 @@
 
 Files are read and turned into normalised log-mel features like the training data, sorted by
 length and run through the model a batch at a time (less padding); each utterance is decoded
-greedily (best path) or with a CTC prefix beam search (`--beam N`).
+greedily (best path) or with a CTC prefix beam search (`--beam N`), which can add a word bigram
+language model built from text of the domain (`--lm-text FILE...`, `word_lm.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from tempering.data.audio.features import log_mel, normalize_utterance
 from tempering.data.audio.io import SAMPLE_RATE, read_audio
 from tempering.errors import UserError
 from tempering.models.audio_encoder.decoding import beam_search_ids, greedy_ids
+from tempering.models.audio_encoder.word_lm import WordBigramLM, WordFusion
+from tempering.tokenizer.characters import character_set
 
 BATCH_SIZE = 16
 
@@ -46,8 +49,20 @@ def load_asr_model(path: str, device: str | torch.device = "cpu") -> LoadedModel
     return loaded
 
 
+def word_fusion(loaded: LoadedModel, lm_text: list[str], *, weight: float, bonus: float) -> WordFusion:
+    """Shallow fusion of a word bigram model of `lm_text` files into the checkpoint's character beam search."""
+    alphabet = character_set(loaded.tokenizer)
+    if " " not in alphabet:
+        raise UserError(f"{loaded.checkpoint.path} does not spell characters with a space between words; "
+                        "--lm-text needs a character (speech.alphabet) model")
+    lm = WordBigramLM.from_files(lm_text, alphabet)
+    characters = {loaded.tokenizer.encode(c)[0]: c for c in alphabet}
+    return WordFusion(lm, characters, weight=weight, bonus=bonus)
+
+
 @torch.no_grad()
-def transcribe_files(loaded: LoadedModel, files: list[str], *, beam: int | None = None) -> Transcripts:
+def transcribe_files(loaded: LoadedModel, files: list[str], *, beam: int | None = None,
+                     fusion: WordFusion | None = None) -> Transcripts:
     """Transcripts of audio files in the order given; the clock runs from reading the audio to decoding."""
     started = time.perf_counter()
     samples = [read_audio(f) for f in files]
@@ -60,15 +75,15 @@ def transcribe_files(loaded: LoadedModel, files: list[str], *, beam: int | None 
         padded, lengths = pad_frames([features[i] for i in chosen])
         logits, out_lengths = loaded.model(torch.from_numpy(padded).to(device), torch.from_numpy(lengths).to(device))
         for row, index in enumerate(chosen):
-            texts[index] = _decode(loaded, logits[row, :int(out_lengths[row])], beam)
+            texts[index] = _decode(loaded, logits[row, :int(out_lengths[row])], beam, fusion)
     audio_s = sum(len(s) for s in samples) / SAMPLE_RATE
     return Transcripts(texts, audio_s, time.perf_counter() - started)
 
 
-def _decode(loaded: LoadedModel, logits: torch.Tensor, beam: int | None) -> str:
+def _decode(loaded: LoadedModel, logits: torch.Tensor, beam: int | None, fusion: WordFusion | None) -> str:
     blank = loaded.arch.blank_id
     if beam:
-        ids = beam_search_ids(logits.float().log_softmax(-1).cpu().numpy(), blank, beam)
+        ids = beam_search_ids(logits.float().log_softmax(-1).cpu().numpy(), blank, beam, fusion=fusion)
     else:
         ids = greedy_ids(logits.argmax(-1).cpu().numpy(), len(logits), blank)
     return loaded.tokenizer.decode(ids, skip_special_tokens=True)
