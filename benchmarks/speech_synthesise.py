@@ -125,7 +125,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     if not args.sentences_of:
         rng.shuffle(pool)
-    if len(pool) < args.skip + args.count:
+    if len(pool) < args.skip + args.count and not args.sentences_of:
         print(f"only {len(pool)} new sentences found; synthesising all of them", file=sys.stderr)
     chosen = pool[args.skip:args.skip + args.count]
     jobs = [(sentence, transcript, args.voice or f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}",

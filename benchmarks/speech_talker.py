@@ -11,10 +11,10 @@
    learning rate after warmup, validated every --eval-steps on every 4th val sentence (50: the
    intelligibility pass vocodes and transcribes each one), until it has used --cpu-minutes of CPU
    time (the durations' forced alignment by the ASR at start-up included); then SIGTERM.
-3. `temper eval` of the final checkpoint on all 200 val sentences: mel loss and intelligibility
+3. `temper eval` of the run (its best/: lowest validation loss) on all 200 val sentences: mel loss and intelligibility
    (the ASR's CER and WER on the Talker's Griffin-Lim audio). Beside it, the same ASR's CER on
    espeak-ng's own audio of those sentences in that voice: the ceiling the Talker is judged against.
-4. Synthesis speed: the final Talker speaks the first --speed-sentences val sentences (Talker
+4. Synthesis speed: that Talker speaks the first --speed-sentences val sentences (Talker
    forward + Griffin-Lim, the `temper generate --speak` path), wall and CPU seconds per audio second.
 Output: JSON (--out) and a Markdown summary on stdout.
 """
@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=200, help="validate every N steps (default 200)")
     parser.add_argument("--precision", default="bf16", help="training precision (default bf16)")
     parser.add_argument("--speed-sentences", type=int, default=20, help="val sentences timed for speed (default 20)")
+    parser.add_argument("--skip-training", action="store_true",
+                        help="evaluate the run already in --work instead of training it")
     parser.add_argument("--work", type=Path, default=Path("/tmp/speech_talker"), help="work directory")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speech_talker.json",
                         help="where to write the JSON result")
@@ -121,10 +123,14 @@ def main() -> None:
                "--max-steps", 100_000, "--batch-size", args.batch_size, "--lr", args.lr, "--lr-schedule", "constant",
                "--warmup-steps", args.warmup_steps, "--eval-steps", args.eval_steps, "--save-steps", args.eval_steps,
                "--precision", args.precision, "training.log_steps=10"]
-    training = run_with_cpu_budget(command, args.cpu_minutes * 60, args.work / "train.log")
-    talker = evaluate(run / "final", val_all)
+    previous = json.loads(args.out.read_text()) if args.skip_training and args.out.is_file() else {}
+    training = previous.get("training") if args.skip_training else \
+        run_with_cpu_budget(command, args.cpu_minutes * 60, args.work / "train.log")
+    if training is None:  # trained by an earlier version of this script: the budget was its stop
+        training = {"cpu_s": args.cpu_minutes * 60, "wall_s": float("nan"), "budget_reached": True}
+    talker = evaluate(run, val_all)  # the run's best/ (lowest validation loss), as `temper eval RUN` picks
     ceiling = evaluate(args.asr, val_all)
-    speed = synthesis_speed(run / "final", val_all, args.speed_sentences)
+    speed = synthesis_speed(run, val_all, args.speed_sentences)
     result = {"settings": {k: str(v) for k, v in vars(args).items()}, "training": training, "eval": talker,
               "asr_on_espeak_audio": ceiling, "synthesis": speed, "curve": curve(run)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The vision part of the omni family on built-in images (no download), as plain commands:
+# The omni family as plain commands: the vision part on built-in images (no download), then speech on the
+# espeak-ng clips in ../shared/data/speech when present (SPEECH_DATA):
 # sample images -> prep -> tokenizer -> caption decoder -> captioner (pretrain) -> generate -> eval
-# -> post-train on rendered words (reading). Re-running it resumes or skips finished steps.
+# -> post-train on rendered words (reading); speech prep -> ASR -> transcribe -> eval -> Talker -> speak -> eval.
+# Re-running it resumes or skips finished steps.
 set -euo pipefail
 OUT="${DEMO_DIR:-demo}"
 LM_STEPS="${LM_STEPS:-300}"          # caption decoder steps
@@ -53,3 +55,49 @@ temper post-train --config configs/vision_post_train.yaml checkpoint.source_path
   run.save_dir="$OUT/runs/vision_words" data.datasets.0.path="$OUT/images/words.json" \
   training.max_steps="$VISION_STEPS"
 temper generate --checkpoint "$OUT/runs/vision_words" --image "$OUT/images/words/val/00000.png"
+
+SPEECH="${SPEECH_DATA:-../shared/data/speech/espeak}"
+ASR_STEPS="${ASR_STEPS:-150}"        # speech recogniser steps
+TALKER_STEPS="${TALKER_STEPS:-60}"   # Talker steps
+if [ ! -f "$SPEECH/train.csv" ]; then
+  echo "== speech skipped: no $SPEECH/train.csv (set SPEECH_DATA to a folder with train.csv and val.csv speech CSVs)"
+  exit 0
+fi
+
+echo "== 7. speech prep: a folder of audio and a transcript file -> a speech CSV (here: 40 of the espeak-ng clips)"
+mkdir -p "$OUT/speech/clips"
+python3 - "$SPEECH" "$OUT/speech" <<'PY'
+import csv, shutil, sys
+source, out = sys.argv[1], sys.argv[2]
+rows = list(csv.DictReader(open(f"{source}/train.csv", encoding="utf-8")))[:40]
+with open(f"{out}/transcripts.tsv", "w", encoding="utf-8") as handle:
+    for row in rows:
+        name = row["path"].rsplit("/", 1)[-1]
+        shutil.copy(f"{source}/{row['path']}", f"{out}/clips/{name}")
+        handle.write(f"{name}\t{row['text']}\n")
+with open(f"{out}/val_small.csv", "w", newline="", encoding="utf-8") as handle:  # 24 val clips, absolute paths
+    writer = csv.writer(handle)
+    writer.writerow(["path", "transcript"])
+    for row in list(csv.DictReader(open(f"{source}/val.csv", encoding="utf-8")))[:24]:
+        writer.writerow([f"{source}/{row['path']}", row["transcript"]])
+PY
+temper prep --format audio_asr --input "$OUT/speech/clips" --transcripts "$OUT/speech/transcripts.tsv" \
+  --output "$OUT/speech/clips.csv"
+
+echo "== 8. speech recognition: audio_enc_small with CTC on the espeak-ng train split (a short run: see docs/performance.md for a real one)"
+temper pretrain --config configs/asr.yaml run.save_dir="$OUT/runs/asr" data.datasets.0.path="$SPEECH/train.csv" \
+  --val-data "$OUT/speech/val_small.csv" training.max_steps="$ASR_STEPS" training.eval_steps="$ASR_STEPS" \
+  training.save_steps="$ASR_STEPS"
+first_val=$(python3 -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['path'])" "$OUT/speech/val_small.csv")
+temper transcribe --checkpoint "$OUT/runs/asr" "$first_val"
+python3 -c "import csv,sys; print('reference:', next(csv.DictReader(open(sys.argv[1])))['transcript'])" "$OUT/speech/val_small.csv"
+temper eval --checkpoint "$OUT/runs/asr" --data "$OUT/speech/val_small.csv"
+
+echo "== 9. the Talker: text -> mel frames, durations from the recogniser's CTC alignments; speak a sentence"
+temper pretrain --preset talker_small --data "$SPEECH/train.csv" --val-data "$OUT/speech/val_small.csv" \
+  --asr-checkpoint "$OUT/runs/asr" --save-dir "$OUT/runs/talker" --max-steps "$TALKER_STEPS" --batch-size 16 \
+  --lr 1e-3 --warmup-steps 10 --eval-steps "$TALKER_STEPS" --save-steps "$TALKER_STEPS" training.eval_max_batches=1
+temper generate --checkpoint "$OUT/runs/talker" --speak "Return the value of the named attribute." \
+  --output "$OUT/speech/said.wav"
+temper eval --checkpoint "$OUT/runs/talker" --data "$OUT/speech/val_small.csv" --max-batches 1
+echo "wrote $OUT/speech/said.wav (16 kHz WAV; Griffin-Lim vocoder)"

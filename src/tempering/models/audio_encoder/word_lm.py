@@ -32,7 +32,7 @@ class WordBigramLM:
             words = [START, *sentence.split(), END]
             bigrams.update(zip(words, words[1:], strict=False))
         if not bigrams:
-            raise UserError("the language-model text holds no words")
+            raise UserError("--lm-text: the text holds no words (after normalising it to the alphabet)")
         self.bigrams = bigrams
         self.history_counts: Counter[str] = Counter()
         self.followers: Counter[str] = Counter()  # distinct words after each history
