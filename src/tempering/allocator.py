@@ -1,4 +1,5 @@
-"""glibc's heap: optionally pin its mmap threshold (training steps), and hand free pages back after a phase (prep).
+"""glibc's heap: optionally pin its mmap threshold (training steps), and hand free pages back after a phase (prep);
+and a bound on oneDNN's per-shape primitive cache.
 
 glibc serves a large allocation with its own `mmap` and unmaps it on free, but every time such a
 block is freed it raises the threshold to that block's size (up to 32 MB). From then on tensors of
@@ -12,6 +13,11 @@ fault in on first touch; at 131072 a CPU training step of the `small` preset too
 (docs/performance.md, "Mixture of experts and LoRA"). `TEMPERING_MMAP_THRESHOLD=BYTES` turns
 it on, for a run that must fit in memory more than it must be fast (4194304 costs far less than
 131072 and keeps most of the LoRA saving; docs/performance.md); unset or 0 leaves glibc's own behaviour.
+
+oneDNN (torch's CPU kernels for bf16 matmuls and convolutions) keeps every primitive it JIT-compiles,
+scratch buffers included, in a cache of up to 1,024 entries keyed by shape. Batches of variable
+length (speech, unpadded token batches) make new shapes every step, so that cache alone grew a speech
+training process by gigabytes; `temper` caps it at 256 unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is set.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ from tempering.errors import UserError
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 SUGGESTED_THRESHOLD = 128 * 1024  # glibc's initial value, the one to pin
 ENV = "TEMPERING_MMAP_THRESHOLD"
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_CAPACITY = 256  # oneDNN's default is 1024
+
+
+def bound_onednn_cache(environ: dict | None = None) -> None:
+    """Cap oneDNN's primitive cache at ONEDNN_CACHE_CAPACITY unless the user chose a capacity (before torch runs)."""
+    (os.environ if environ is None else environ).setdefault(ONEDNN_CACHE_ENV, str(ONEDNN_CACHE_CAPACITY))
 
 
 def threshold_from_env(environ: dict | None = None) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tempering import __version__
-from tempering.allocator import pin_mmap_threshold
+from tempering.allocator import bound_onednn_cache, pin_mmap_threshold
 from tempering.argparsing import (
     Parser,
     add_underscore_spellings,
@@ -952,6 +952,7 @@ def _add_restart(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `temper` command."""
+    bound_onednn_cache()  # before any torch kernel runs: oneDNN reads it when it first builds a primitive
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv == ["help"]:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from tempering.allocator import SUGGESTED_THRESHOLD, release_free_memory, threshold_from_env
+from tempering.allocator import (
+    ONEDNN_CACHE_CAPACITY,
+    ONEDNN_CACHE_ENV,
+    SUGGESTED_THRESHOLD,
+    bound_onednn_cache,
+    release_free_memory,
+    threshold_from_env,
+)
+from tempering.cli import main
 from tempering.errors import UserError
 from tests.conftest import assert_user_error
 
@@ -85,3 +94,19 @@ def test_released_memory_leaves_the_process():
 def test_releasing_memory_is_a_no_op_without_glibc(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert release_free_memory() is False
+
+
+def test_onednn_cache_is_capped_unless_the_user_chose_a_capacity():
+    environ = {}
+    bound_onednn_cache(environ)
+    assert environ == {ONEDNN_CACHE_ENV: str(ONEDNN_CACHE_CAPACITY)}
+    chosen = {ONEDNN_CACHE_ENV: "1024"}
+    bound_onednn_cache(chosen)
+    assert chosen == {ONEDNN_CACHE_ENV: "1024"}
+
+
+def test_the_temper_command_sets_the_cap_before_it_runs(monkeypatch, capsys):
+    monkeypatch.delenv(ONEDNN_CACHE_ENV, raising=False)
+    main(["presets"])
+    assert "moe_tiny" in capsys.readouterr().out
+    assert os.environ[ONEDNN_CACHE_ENV] == str(ONEDNN_CACHE_CAPACITY)
