@@ -40,10 +40,13 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def prepare(work: Path, num_images: int) -> None:
+def prepare(work: Path, num_images: int, num_val: int) -> None:
     """Sample images, tokenizer, caption text, and the caption decoder (skipped when already there)."""
     if not (work / "images" / "scenes.json").is_file():
         temper("sample-corpus", "--images", "--output", "images", "--num-images", num_images, cwd=work)
+    for name in ("scenes", "words"):  # the first num_val validation images: a fixed-size, i.i.d. held-out set
+        rows = json.loads((work / "images" / f"{name}.val.json").read_text())
+        (work / "images" / f"{name}.val{num_val}.json").write_text(json.dumps(rows[:num_val], indent=1) + "\n")
     if not (work / "corpus").is_dir():
         temper("sample-corpus", "--output", "corpus", cwd=work)
     captions = work / "captions.txt"
@@ -56,12 +59,15 @@ def prepare(work: Path, num_images: int) -> None:
                "--output", "tok", cwd=work)
 
 
-def train_decoder(work: Path, steps: int) -> dict:
-    """The caption decoder: the tiny preset on the training captions (one document each)."""
+def train_decoder(work: Path, steps: int, preset: str) -> dict:
+    """The caption decoder: a decoder preset (tiny by default) on the training captions (one document each)."""
     run = work / "decoder"
-    temper("pretrain", "--preset", "tiny", "--data", "captions.txt", "--tokenizer", "tok", "--save-dir", run,
-           "--seq-len", 64, "--batch-size", 32, "--lr", "3e-3", "--warmup-steps", 20, "--max-steps", steps,
-           "--val-split", "0.02", "--eval-steps", steps, "--no-compile", cwd=work)
+    if (run / "summary.json").is_file():
+        print(f"reusing {run}", flush=True)
+    else:
+        temper("pretrain", "--preset", preset, "--data", "captions.txt", "--tokenizer", "tok", "--save-dir", run,
+               "--seq-len", 64, "--batch-size", 32, "--lr", "3e-3", "--warmup-steps", 20, "--max-steps", steps,
+               "--val-split", "0.02", "--eval-steps", steps, "--no-compile", cwd=work)
     train = [r for r in records(run) if r.get("split") == "train"]
     return {"tokens_per_s": sum(r["tokens_per_s"] for r in train[1:]) / max(len(train) - 1, 1),
             "val_loss": json.loads((run / "summary.json").read_text())["best_val_loss"]}
@@ -70,12 +76,14 @@ def train_decoder(work: Path, steps: int) -> dict:
 def train_captioner(work: Path, name: str, args) -> dict:
     """vision_small on one image set; its validation curve and throughput."""
     temper("pretrain", "--preset", "vision_small", "--lm", "decoder", "--data", f"images/{name}.json",
-           "--save-dir", work / f"vision_{name}", "--batch-size", args.batch_size, "--lr", args.lr,
-           "--warmup-steps", 50, "--max-steps", args.steps, "--eval-steps", args.eval_steps, "--save-steps",
-           args.eval_steps, "--no-compile", "--precision", args.precision,
+           "--val-data", f"images/{name}.val{args.num_val}.json",
+           "--save-dir", work / f"vision_{name}{args.tag}", "--batch-size", args.batch_size, "--lr", args.lr,
+           "--warmup-steps", args.warmup_steps, "--lr-schedule", args.lr_schedule, "--max-steps", args.steps,
+           "--eval-steps", args.eval_steps, "--save-steps", args.eval_steps, "--no-compile",
+           "--precision", args.precision,
            f"vision.train_lm={str(args.train_lm).lower()}", "training.log_steps=10", "tracking.telemetry_steps=10",
-           cwd=work)
-    return report(work / f"vision_{name}", args)
+           *args.override, cwd=work)
+    return report(work / f"vision_{name}{args.tag}", args)
 
 
 def report(run: Path, args) -> dict:
@@ -111,27 +119,37 @@ def report(run: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/vision_bench"))
-    parser.add_argument("--num-images", type=int, default=4000)
-    parser.add_argument("--decoder-steps", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--eval-steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", default="2e-3")
-    parser.add_argument("--train-lm", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--sets", default="scenes,words")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/vision_bench"), help="Work directory (reused).")
+    parser.add_argument("--num-images", type=int, default=4000, help="Training images per set (sample-corpus).")
+    parser.add_argument("--num-val", type=int, default=400,
+                        help="Validation images per set: the first N of sample-corpus's held-out split.")
+    parser.add_argument("--decoder-preset", default="tiny", help="Decoder preset of the caption LM.")
+    parser.add_argument("--decoder-steps", type=int, default=400, help="Caption-decoder pretraining steps.")
+    parser.add_argument("--steps", type=int, default=1500, help="Captioner training steps.")
+    parser.add_argument("--eval-steps", type=int, default=100, help="Validate (and save) every N steps.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Captioner images per step.")
+    parser.add_argument("--lr", default="2e-3", help="Captioner peak learning rate.")
+    parser.add_argument("--warmup-steps", type=int, default=50, help="Captioner warm-up steps.")
+    parser.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant", "wsd"],
+                        help="Captioner learning-rate schedule after warm-up.")
+    parser.add_argument("--train-lm", action=argparse.BooleanOptionalAction, default=True,
+                        help="Train the caption LM with the encoder (vision.train_lm).")
+    parser.add_argument("--sets", default="scenes,words", help="Image sets to train on, comma-separated.")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="Captioner precision.")
+    parser.add_argument("--target", type=float, default=0.9, help="Exact match the report looks for.")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Extra config overrides for the captioner run (e.g. model.d_model=128).")
+    parser.add_argument("--tag", default="", help="Suffix of the captioner run dirs (several runs, one workdir).")
     parser.add_argument("--report-only", action="store_true", help="Report the runs already in --workdir.")
     args = parser.parse_args()
     if args.report_only:
         for name in args.sets.split(","):
-            if (args.workdir / f"vision_{name}" / "metrics.jsonl").is_file():
-                print(json.dumps({name: report(args.workdir / f"vision_{name}", args)}))
+            if (args.workdir / f"vision_{name}{args.tag}" / "metrics.jsonl").is_file():
+                print(json.dumps({name: report(args.workdir / f"vision_{name}{args.tag}", args)}))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    prepare(args.workdir, args.num_images)
-    result = {"decoder": train_decoder(args.workdir, args.decoder_steps)}
+    prepare(args.workdir, args.num_images, args.num_val)
+    result = {"decoder": train_decoder(args.workdir, args.decoder_steps, args.decoder_preset)}
     print(json.dumps({"decoder": result["decoder"]}), flush=True)
     for name in args.sets.split(","):
         result[name] = train_captioner(args.workdir, name, args)
