@@ -6,8 +6,11 @@ Drives the real `temper` CLI, as a user would, in a work directory:
   3. the caption decoder: `temper pretrain --preset tiny` on the training captions as text
      (its tokens/s is the text-decoder figure the images/s stands beside),
   4. `temper pretrain --preset vision_small --lm DECODER` on scenes (then words), for a fixed
-     number of steps, evaluating every --eval-steps: loss, exact match and CER on validation.
-Prints the validation curve (step, wall and process-CPU minutes, loss, exact match, CER), training images/s
+     number of steps or until its process has used --cpu-minutes of CPU (psutil; SIGTERM, which
+     checkpoints), evaluating every --eval-steps: loss, exact match and CER on the first --num-val
+     validation images.
+Prints the process CPU minutes, the validation curve (step, wall and telemetry-CPU minutes, loss, exact match, CER),
+training images/s
 (caption tokens/s × images per caption token), the data-wait fraction the telemetry measured,
 and the first step and CPU-minute at which exact match reached --target.
 
@@ -19,10 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 
 def temper(*args, cwd: Path) -> float:
@@ -33,6 +39,34 @@ def temper(*args, cwd: Path) -> float:
     if result.returncode:
         raise SystemExit(f"temper {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return time.perf_counter() - started
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process and its children so far."""
+    try:
+        times = process.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def temper_budgeted(*args, cwd: Path, log: Path, cpu_minutes: float) -> dict:
+    """Run `python -m tempering ARGS`, sending SIGTERM (it checkpoints, then exits) once it has used `cpu_minutes`."""
+    started = time.perf_counter()
+    with open(log, "a") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tempering", *map(str, args)], cwd=cwd, stdout=out,
+                                   stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+        watched, used, stopped = psutil.Process(process.pid), 0.0, False
+        while process.poll() is None:
+            used = max(used, cpu_seconds(watched))
+            if not stopped and used >= cpu_minutes * 60:
+                process.send_signal(signal.SIGTERM)
+                stopped = True
+            time.sleep(2)
+    if process.returncode:
+        raise SystemExit(f"temper {' '.join(map(str, args))} failed: see {log}")
+    return {"process_cpu_min": round(used / 60, 2), "wall_min": round((time.perf_counter() - started) / 60, 2),
+            "budget_reached": stopped}
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -74,16 +108,17 @@ def train_decoder(work: Path, steps: int, preset: str) -> dict:
 
 
 def train_captioner(work: Path, name: str, args) -> dict:
-    """vision_small on one image set; its validation curve and throughput."""
-    temper("pretrain", "--preset", "vision_small", "--lm", "decoder", "--data", f"images/{name}.json",
+    """vision_small on one image set, within --cpu-minutes of process CPU; its validation curve and throughput."""
+    run = work / f"vision_{name}{args.tag}"
+    spent = temper_budgeted("pretrain", "--preset", "vision_small", "--lm", "decoder", "--data", f"images/{name}.json",
            "--val-data", f"images/{name}.val{args.num_val}.json",
            "--save-dir", work / f"vision_{name}{args.tag}", "--batch-size", args.batch_size, "--lr", args.lr,
            "--warmup-steps", args.warmup_steps, "--lr-schedule", args.lr_schedule, "--max-steps", args.steps,
            "--eval-steps", args.eval_steps, "--save-steps", args.eval_steps, "--no-compile",
            "--precision", args.precision,
            f"vision.train_lm={str(args.train_lm).lower()}", "training.log_steps=10", "tracking.telemetry_steps=10",
-           *args.override, cwd=work)
-    return report(work / f"vision_{name}{args.tag}", args)
+           *args.override, cwd=work, log=work / f"vision_{name}{args.tag}.log", cpu_minutes=args.cpu_minutes)
+    return {**spent, **report(run, args)}
 
 
 def report(run: Path, args) -> dict:
@@ -136,6 +171,8 @@ def main() -> None:
                         help="Train the caption LM with the encoder (vision.train_lm).")
     parser.add_argument("--sets", default="scenes,words", help="Image sets to train on, comma-separated.")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="Captioner precision.")
+    parser.add_argument("--cpu-minutes", type=float, default=30.0,
+                        help="Stop the captioner (SIGTERM: it checkpoints) once its process has used this much CPU.")
     parser.add_argument("--target", type=float, default=0.9, help="Exact match the report looks for.")
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                         help="Extra config overrides for the captioner run (e.g. model.d_model=128).")
