@@ -67,8 +67,8 @@ fi
 echo "== 7. speech prep: a folder of audio and a transcript file -> a speech CSV (here: 40 of the espeak-ng clips)"
 mkdir -p "$OUT/speech/clips"
 python3 - "$SPEECH" "$OUT/speech" <<'PY'
-import csv, shutil, sys
-source, out = sys.argv[1], sys.argv[2]
+import csv, os, shutil, sys
+source, out = os.path.abspath(sys.argv[1]), sys.argv[2]
 rows = list(csv.DictReader(open(f"{source}/train.csv", encoding="utf-8")))[:40]
 with open(f"{out}/transcripts.tsv", "w", encoding="utf-8") as handle:
     for row in rows:
