@@ -1,6 +1,6 @@
 """Run a training command until it has spent a budget of CPU time: the fair clock on a shared machine.
 
-Imported by `speech_asr.py` and `speech_talker.py` (run as scripts from this folder).
+Imported by `speech_asr.py`, `speech_talker.py` and `vision_captioning.py` (run as scripts from this folder).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def cpu_seconds(process: psutil.Process) -> float:
         return 0.0
 
 
-def run_with_cpu_budget(command: list, budget_s: float, log: Path) -> dict:
+def run_with_cpu_budget(command: list, budget_s: float, log: Path, *, cwd: Path | None = None,
+                        env: dict | None = None) -> dict:
     """Run `command` (output appended to `log`) until it ends or has used `budget_s` CPU seconds, then SIGTERM it.
 
     The engine checkpoints and exits on SIGTERM, so the run's last state is kept. Returns the CPU
@@ -30,7 +31,8 @@ def run_with_cpu_budget(command: list, budget_s: float, log: Path) -> dict:
     """
     started = time.perf_counter()
     with open(log, "a") as output:
-        process = subprocess.Popen(list(map(str, command)), stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(list(map(str, command)), stdout=output, stderr=subprocess.STDOUT, cwd=cwd,
+                                   env=env)
         watched, used, stopped = psutil.Process(process.pid), 0.0, False
         while process.poll() is None:
             used = max(used, cpu_seconds(watched))

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
+from cpu_budget import run_with_cpu_budget
+
+from tempering.errors import EXIT_PREEMPTED
 
 
 def temper(*args, cwd: Path) -> float:
@@ -41,32 +42,14 @@ def temper(*args, cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU seconds of a process and its children so far."""
-    try:
-        times = process.cpu_times()
-        return times.user + times.system + times.children_user + times.children_system
-    except psutil.NoSuchProcess:
-        return 0.0
-
-
 def temper_budgeted(*args, cwd: Path, log: Path, cpu_minutes: float) -> dict:
     """Run `python -m tempering ARGS`, sending SIGTERM (it checkpoints, then exits) once it has used `cpu_minutes`."""
-    started = time.perf_counter()
-    with open(log, "a") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tempering", *map(str, args)], cwd=cwd, stdout=out,
-                                   stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
-        watched, used, stopped = psutil.Process(process.pid), 0.0, False
-        while process.poll() is None:
-            used = max(used, cpu_seconds(watched))
-            if not stopped and used >= cpu_minutes * 60:
-                process.send_signal(signal.SIGTERM)
-                stopped = True
-            time.sleep(2)
-    if process.returncode:
+    result = run_with_cpu_budget([sys.executable, "-m", "tempering", *args], cpu_minutes * 60, log, cwd=cwd,
+                                 env={**os.environ, "COLUMNS": "200"})
+    if result["returncode"] and not (result["budget_reached"] and result["returncode"] == EXIT_PREEMPTED):
         raise SystemExit(f"temper {' '.join(map(str, args))} failed: see {log}")
-    return {"process_cpu_min": round(used / 60, 2), "wall_min": round((time.perf_counter() - started) / 60, 2),
-            "budget_reached": stopped}
+    return {"process_cpu_min": round(result["cpu_s"] / 60, 2), "wall_min": round(result["wall_s"] / 60, 2),
+            "budget_reached": result["budget_reached"]}
 
 
 def records(run_dir: Path) -> list[dict]:
