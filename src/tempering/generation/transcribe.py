@@ -3,7 +3,7 @@
 Files are read and turned into normalised log-mel features like the training data, sorted by
 length and run through the model a batch at a time (less padding); each utterance is decoded
 greedily (best path) or with a CTC prefix beam search (`--beam N`), which can add a word bigram
-language model built from text of the domain (`--lm-text FILE...`, `word_lm.py`).
+language model built from text of the domain (`--lm-text FILE`, repeatable; `word_lm.py`).
 """
 
 from __future__ import annotations
