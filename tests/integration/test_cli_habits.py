@@ -48,8 +48,9 @@ def long_options():
 def test_every_long_flag_accepts_its_underscore_spelling(leaf, option, action):
     required = [part for other in leaf._actions if other.required and other.option_strings and other is not action
                 for part in (other.option_strings[0], *sample_value(other))]
+    positionals = ["x" for other in leaf._actions if not other.option_strings and other.nargs in (None, "+")]
     underscored = "--" + option[2:].replace("-", "_")
-    parsed, extra = leaf.parse_known_args([*required, underscored, *sample_value(action)])
+    parsed, extra = leaf.parse_known_args([*required, underscored, *sample_value(action), *positionals])
     assert not extra and getattr(parsed, action.dest) not in (None, False, action.default)
     # Accepted, not listed twice: not among the options help prints, nor in the usage line.
     assert all(underscored not in other.option_strings for other in leaf._actions)
