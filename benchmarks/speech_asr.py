@@ -80,21 +80,15 @@ def tune_fusion(run: Path, dev: Path, lm_text: Path, utterances: int, beam: int)
     """The word-LM weight and bonus with the lowest WER on the first `utterances` of a dev CSV (not val), and the grid."""
     import jiwer
     import numpy as np
-    import torch
 
-    from tempering.data.audio.features import log_mel, normalize_utterance
     from tempering.data.audio.io import read_audio
-    from tempering.generation.transcribe import load_asr_model, word_fusion
+    from tempering.generation.transcribe import frame_logits, load_asr_model, word_fusion
     from tempering.models.audio_encoder.decoding import beam_search_ids
 
     loaded = load_asr_model(str(run))
     rows = list(csv.DictReader(dev.read_text(encoding="utf-8").splitlines()))[:utterances]
-    log_probs = []
-    with torch.no_grad():
-        for row in rows:
-            features = normalize_utterance(log_mel(read_audio(dev.parent / row["path"])).numpy())
-            logits, lengths = loaded.model(torch.from_numpy(features)[None], torch.tensor([len(features)]))
-            log_probs.append(logits[0, :int(lengths[0])].float().log_softmax(-1).numpy().astype(np.float64))
+    logits = frame_logits(loaded, [read_audio(dev.parent / row["path"]) for row in rows])
+    log_probs = [frame.float().log_softmax(-1).numpy().astype(np.float64) for frame in logits]
     base = word_fusion(loaded, [str(lm_text)], weight=0.0, bonus=0.0)
     references, grid = [r["transcript"] for r in rows], []
     for weight in (0.3, 0.5, 0.8):

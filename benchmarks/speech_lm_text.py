@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
-import re
 from pathlib import Path
+
+from speech_synthesise import paragraphs, split_sentences
 
 from tempering.data.audio.text import normalize_transcript
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO.parent / "shared" / "data" / "text"
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def main() -> None:
@@ -41,18 +40,16 @@ def main() -> None:
             excluded |= {row["transcript"] for row in csv.DictReader(handle)}
     kept, dropped, seen = [], 0, set()
     for corpus in args.corpus:
-        with gzip.open(corpus, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                for paragraph in json.loads(line)["text"].split("\n"):
-                    for sentence in _SENTENCE_END.split(paragraph.strip()):
-                        words = normalize_transcript(sentence)
-                        if len(words.split()) < 2 or words in seen:
-                            continue
-                        seen.add(words)
-                        if any(scored in words for scored in excluded):
-                            dropped += 1
-                        else:
-                            kept.append(words)
+        for paragraph in paragraphs(corpus):
+            for sentence in split_sentences(paragraph):
+                words = normalize_transcript(sentence)
+                if len(words.split()) < 2 or words in seen:
+                    continue
+                seen.add(words)
+                if any(scored in words for scored in excluded):
+                    dropped += 1
+                else:
+                    kept.append(words)
     args.output.write_text("\n".join(kept) + "\n", encoding="utf-8")
     print(json.dumps({"sentences": len(kept), "words": sum(len(s.split()) for s in kept), "dropped": dropped}))
 

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,18 +42,26 @@ _ALLOWED = re.compile(r"^[A-Z][A-Za-z' ,;:-]*[.!?]$")
 _CAMEL = re.compile(r"[a-z][A-Z]")
 
 
-def sentences(corpus: Path) -> list[str]:
-    """Candidate sentences of the corpus in order, filtered by the shared set's rules (no word list)."""
-    found = []
+def paragraphs(corpus: Path) -> Iterator[str]:
+    """Every line of every document of a JSONL.gz corpus, stripped (a one-line paragraph each)."""
     with gzip.open(corpus, "rt", encoding="utf-8") as handle:
         for line in handle:
             for paragraph in json.loads(line)["text"].split("\n"):
-                paragraph = paragraph.strip().replace("\u2019", "'").replace("\u2018", "'")
-                if not paragraph or "  " in paragraph:
-                    continue
-                for sentence in _SENTENCE_END.split(paragraph):
-                    if _keep(sentence):
-                        found.append(sentence)
+                yield paragraph.strip()
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """The sentences of a paragraph: split after `.`, `!` or `?` and the whitespace that follows."""
+    return _SENTENCE_END.split(paragraph)
+
+
+def sentences(corpus: Path) -> list[str]:
+    """Candidate sentences of the corpus in order, filtered by the shared set's rules (no word list)."""
+    found = []
+    for paragraph in paragraphs(corpus):
+        paragraph = paragraph.replace("\u2019", "'").replace("\u2018", "'")
+        if paragraph and "  " not in paragraph:
+            found += [sentence for sentence in split_sentences(paragraph) if _keep(sentence)]
     return found
 
 

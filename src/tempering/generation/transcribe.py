@@ -61,21 +61,28 @@ def word_fusion(loaded: LoadedModel, lm_text: list[str], *, weight: float, bonus
 
 
 @torch.no_grad()
-def transcribe_files(loaded: LoadedModel, files: list[str], *, beam: int | None = None,
-                     fusion: WordFusion | None = None) -> Transcripts:
-    """Transcripts of audio files in the order given; the clock runs from reading the audio to decoding."""
-    started = time.perf_counter()
-    samples = [read_audio(f) for f in files]
+def frame_logits(loaded: LoadedModel, samples: list[np.ndarray]) -> list[torch.Tensor]:
+    """Each utterance's (frames, classes) CTC logits, run a batch of similar lengths at a time."""
     features = [normalize_utterance(log_mel(s).numpy()) for s in samples]
     order = np.argsort([len(f) for f in features], kind="stable")
-    texts: list[str] = [""] * len(files)
+    logits_of: list[torch.Tensor] = [torch.empty(0)] * len(samples)
     device = next(loaded.model.parameters()).device
     for start in range(0, len(order), BATCH_SIZE):
         chosen = order[start:start + BATCH_SIZE]
         padded, lengths = pad_frames([features[i] for i in chosen])
         logits, out_lengths = loaded.model(torch.from_numpy(padded).to(device), torch.from_numpy(lengths).to(device))
         for row, index in enumerate(chosen):
-            texts[index] = _decode(loaded, logits[row, :int(out_lengths[row])], beam, fusion)
+            logits_of[index] = logits[row, :int(out_lengths[row])]
+    return logits_of
+
+
+@torch.no_grad()
+def transcribe_files(loaded: LoadedModel, files: list[str], *, beam: int | None = None,
+                     fusion: WordFusion | None = None) -> Transcripts:
+    """Transcripts of audio files in the order given; the clock runs from reading the audio to decoding."""
+    started = time.perf_counter()
+    samples = [read_audio(f) for f in files]
+    texts = [_decode(loaded, logits, beam, fusion) for logits in frame_logits(loaded, samples)]
     audio_s = sum(len(s) for s in samples) / SAMPLE_RATE
     return Transcripts(texts, audio_s, time.perf_counter() - started)
 
