@@ -143,6 +143,34 @@ def test_grouped_and_per_expert_paths_agree_in_outputs_and_gradients(monkeypatch
         torch.testing.assert_close(grad, results[1][1][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_bf16_expert_slices_padded_to_the_cpu_bucket_give_the_unpadded_outputs_and_gradients(grouped, monkeypatch):
+    from tempering.models.moe import model as moe_model
+
+    if grouped and moe_model._GROUPED_MM is None:
+        pytest.skip("this torch has no grouped_mm")
+    monkeypatch.setattr(moe_model.SparseMoe, "_can_group", lambda self, inputs: grouped)
+    seen_rows = []
+    layout = moe_model._padded_layout
+    monkeypatch.setattr(moe_model, "_padded_layout", lambda *a: seen_rows.append(layout(*a)[0]) or layout(*a))
+    input_ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(5))
+    results = []
+    for bucket in (64, 1):  # 1: every slice its own length, the layout without padding
+        monkeypatch.setattr(moe_model, "CPU_ROW_BUCKET", bucket)
+        torch.manual_seed(6)
+        model = MoeDecoderLM(make_arch(n_experts=6, experts_per_token=3))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids).float()
+        logits.square().mean().backward()
+        results.append((logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    padded_rows, unpadded_rows = seen_rows[0], seen_rows[-1]
+    assert all(int(r) % 64 == 0 for r in padded_rows) and int(padded_rows.sum()) > 2 * 24 * 3
+    assert int(unpadded_rows.sum()) == 2 * 24 * 3
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-2, rtol=1e-2)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], atol=1e-3, rtol=2e-2, msg=name)
+
+
 def test_kv_cached_decoding_matches_the_full_forward_and_greedy_generation():
     arch = make_arch()
     torch.manual_seed(7)

@@ -11,6 +11,13 @@ tokens. Each expert keeps its own three `nn.Linear`s (`w1`/`w3`/`w2`, or
 `gate_proj`/`up_proj`/`down_proj`), so one expert can be frozen (sequential expert
 training) or wrapped by LoRA; wrapped experts take the per-expert path.
 
+On a CPU in bf16/fp16 each expert's slice is padded with zero rows to a multiple of
+`CPU_ROW_BUCKET`. oneDNN, which runs those matmuls, compiles and caches one kernel (with its
+scratch buffers) per shape; slices whose length changes every step made new kernels every step,
+and the process grew by ~100 MB a step (moe_nano, docs/performance.md). Padded slices repeat a
+few shapes. Zero rows add nothing to the weights' gradients and their outputs are dropped, so
+the result is the unpadded one.
+
 With `arch.shared_expert_d_ff` above 0, each MoE layer adds a shared SwiGLU expert that
 every token goes through, scaled per token by `sigmoid(shared_expert_gate(x))`, as
 Qwen2-MoE does; `arch.names` then gives every MoE module Qwen2-MoE's name, so the state
@@ -52,6 +59,7 @@ from tempering.models.unpadding import padded_if, unpadded_if, unpadding_index
 INIT_STD = 0.02
 # torch 2.8 added the private op, a later release the public one; either takes (M, K) x (E, K, N) with offsets.
 _GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+CPU_ROW_BUCKET = 64  # expert slices on a CPU in bf16/fp16 are padded to a multiple of this many rows
 
 
 class RouterStats(NamedTuple):
@@ -133,11 +141,16 @@ class SparseMoe(nn.Module):
         counts = torch.zeros(len(self.experts), dtype=torch.long, device=flat.device).index_add_(
             0, flat_experts, torch.ones_like(flat_experts))
         inputs = flat[token_index].to(compute_dtype(flat))  # (N*k, D), one cast under autocast
+        rows, slot = _padded_layout(counts, flat_experts[order], inputs)
+        if slot is not None:  # each expert's rows at the start of its padded slice, zeros after
+            inputs = inputs.new_zeros(int(rows.sum()), inputs.shape[1]).index_copy_(0, slot, inputs)
         if self._can_group(inputs):
-            outputs = self._grouped_experts(inputs, counts)
+            outputs = self._grouped_experts(inputs, rows)
         else:
-            chunks = inputs.split(counts.tolist())
+            chunks = inputs.split(rows.tolist())
             outputs = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks, strict=True)])
+        if slot is not None:
+            outputs = outputs[slot]  # (N*k, D): the padding rows dropped
         weights = top_probs.reshape(-1)[order].unsqueeze(1).to(outputs.dtype)  # (N*k, 1)
         mixed = torch.zeros(num_tokens, flat.shape[1], dtype=outputs.dtype, device=flat.device)
         return mixed.index_add_(0, token_index, outputs * weights), counts  # (N, D), (E,)
@@ -162,6 +175,18 @@ class SparseMoe(nn.Module):
         offsets = counts.cumsum(0).to(torch.int32)  # end of each expert's rows
         gate, up = _GROUPED_MM(inputs, gate_up, offs=offsets).chunk(2, dim=-1)  # (M, F) each
         return _GROUPED_MM(F.silu(gate) * up, down, offs=offsets)
+
+
+def _padded_layout(counts: torch.Tensor, sorted_experts: torch.Tensor,
+                   inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(E,) rows per expert slice and each sorted assignment's row, padded on a CPU in bf16/fp16; else (counts, None)."""
+    if inputs.device.type != "cpu" or inputs.dtype == torch.float32:
+        return counts, None
+    rows = (counts + CPU_ROW_BUCKET - 1) // CPU_ROW_BUCKET * CPU_ROW_BUCKET
+    first_row = rows.cumsum(0) - rows  # where each expert's padded slice starts
+    first_assignment = counts.cumsum(0) - counts  # where its assignments start in the sorted order
+    rank = torch.arange(sorted_experts.numel(), device=inputs.device) - first_assignment[sorted_experts]
+    return rows, first_row[sorted_experts] + rank
 
 
 class MoeBlock(nn.Module):
