@@ -150,6 +150,8 @@ LORA_FLAGS = [
 
 
 DEFAULT_LM_BEAM = 16
+DEFAULT_LM_WEIGHT = 0.5  # transcribe --lm-text: weight of the word model's ln-probability
+DEFAULT_WORD_BONUS = 1.0  # and the score added per completed word
 ASR_CHECKPOINT_FLAG = Flag("--asr-checkpoint", "speech.asr_checkpoint", str, "PATH")
 POST_TRAIN_FLAGS = [flag for flag in TRAINING_FLAGS if flag.flag != "--preset"] + LORA_FLAGS + [TRAIN_ONLY_FLAG] + [
     ASR_CHECKPOINT_FLAG,
@@ -402,10 +404,14 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     from tempering.tracking.console import console
     from tempering.training.device import pick_device
 
+    if not args.lm_text and (args.lm_weight is not None or args.word_bonus is not None):
+        raise UserError("--lm-weight and --word-bonus weigh the word model built from --lm-text: add --lm-text FILE, "
+                        "or drop them")
     loaded = load_asr_model(args.checkpoint, device=pick_device(args.device))
     fusion = None
     if args.lm_text:
-        fusion = word_fusion(loaded, args.lm_text, weight=args.lm_weight, bonus=args.word_bonus)
+        fusion = word_fusion(loaded, args.lm_text, weight=DEFAULT_LM_WEIGHT if args.lm_weight is None else args.lm_weight,
+                             bonus=DEFAULT_WORD_BONUS if args.word_bonus is None else args.word_bonus)
         console.print(f"word language model: {fusion.lm.num_words:,} words, {len(fusion.lm.bigrams):,} bigrams")
     result = transcribe_files(loaded, args.files, beam=args.beam or (DEFAULT_LM_BEAM if fusion else None),
                               fusion=fusion)
@@ -853,11 +859,11 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--lm-text", action="append", metavar="FILE",
                             help="A plain-text file of the domain (one sentence or paragraph a line; repeatable): the "
                                  "beam search adds a word bigram model of the text (Kneser-Ney), built at start-up.")
-    transcribe.add_argument("--lm-weight", type=ranged(float, low=0.0, what="give 0 or more"), default=0.5,
-                            metavar="W", help="With --lm-text: weight of the word model's ln-probability (default 0.5).")
-    transcribe.add_argument("--word-bonus", type=float, default=1.0, metavar="B",
+    transcribe.add_argument("--lm-weight", type=ranged(float, low=0.0, what="give 0 or more"), metavar="W",
+                            help=f"With --lm-text: weight of the word model's ln-probability (default {DEFAULT_LM_WEIGHT}).")
+    transcribe.add_argument("--word-bonus", type=float, metavar="B",
                             help="With --lm-text: score added per word, against the model's bias to short "
-                                 "transcripts (default 1.0).")
+                                 f"transcripts (default {DEFAULT_WORD_BONUS}).")
     transcribe.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                             help="Device (default auto).")
     transcribe.set_defaults(func=cmd_transcribe)

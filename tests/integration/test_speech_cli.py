@@ -87,6 +87,8 @@ def test_transcribe_prints_each_file_and_eval_scores_the_same_transcripts(traine
     assert jiwer.wer([r["transcript"] for r in rows], fused_texts) <= wer
     assert_user_error(run_temper("transcribe", "--checkpoint", trained, "--lm-text", corpus.parent / "no.txt",
                                  files[0]), "no such file")
+    assert_user_error(run_temper("transcribe", "--checkpoint", trained, "--lm-weight", "0.3", files[0]),
+                      "add --lm-text FILE")
 
 
 def test_killed_run_resumes_bit_identically_with_specaugment(corpus, tmp_path):
