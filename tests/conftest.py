@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Runs record themselves in a cache file; tests keep it out of the user's home.
 TEST_CACHE_DIR = Path(tempfile.gettempdir()) / f"tempering-tests-cache-{os.getpid()}"
+os.environ["TEMPERING_CACHE_DIR"] = str(TEST_CACHE_DIR)  # in-process code too (the speech feature cache)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's cache folder (run records, speech features)."""
+    shutil.rmtree(TEST_CACHE_DIR, ignore_errors=True)
 
 
 def run_temper(*args: str, cwd: Path | None = None, check: bool = False,

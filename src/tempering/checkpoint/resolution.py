@@ -147,10 +147,15 @@ def cache_file_path(config: Config, environ: Mapping[str, str] = os.environ) -> 
     """Return the previous-run cache file: checkpoint.cache_file, $TEMPERING_CACHE_DIR, or ~/.cache/tempering."""
     if config.checkpoint.cache_file is not None:
         return Path(config.checkpoint.cache_file).expanduser()
+    return default_cache_dir(environ) / CACHE_FILE_NAME
+
+
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Tempering's cache folder: $TEMPERING_CACHE_DIR, else ~/.cache/tempering."""
     if environ.get(ENV_CACHE_DIR):
-        return Path(environ[ENV_CACHE_DIR]).expanduser() / CACHE_FILE_NAME
+        return Path(environ[ENV_CACHE_DIR]).expanduser()
     home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
-    return home / ".cache" / "tempering" / CACHE_FILE_NAME
+    return home / ".cache" / "tempering"
 
 
 def record_run(config: Config, save_dir: Path, summary: dict,

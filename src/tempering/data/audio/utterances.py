@@ -3,9 +3,9 @@
 A CSV (from `temper prep --format audio_asr|audio_tts`, or any with the same columns) has a
 header with at least `path` (relative to the CSV's folder, or absolute) and `transcript`;
 `phonemes` (IPA), `split` (train|val) and `duration_s` are read when present, other columns
-ignored. Features are computed once when the data is opened, on a small thread pool, and
-kept in memory as float16 (an hour of speech is ~60 MB): ASR reads per-utterance normalised
-log-mel, the Talker predicts absolute log-mel.
+ignored. Features are computed when the data is first opened, on a small thread pool, stored as
+float16 in the on-disk feature cache (an hour of speech is ~60 MB) and memory-mapped from there:
+ASR reads per-utterance normalised log-mel, the Talker predicts absolute log-mel.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tempering.data.audio.feature_cache import cached_features
 from tempering.data.audio.features import log_mel, normalize_utterance
 from tempering.data.audio.io import read_audio
 from tempering.errors import UserError
@@ -69,12 +70,18 @@ def _utterance(row: dict, file: Path, line: int) -> Utterance:
 
 
 def compute_features(utterances: list[Utterance], *, normalize: bool) -> list[np.ndarray]:
-    """(frames, 80) float16 log-mel of each utterance (normalised per utterance for ASR); UserError if unreadable."""
+    """(frames, 80) float16 log-mel of each utterance (normalised per utterance for ASR); UserError if unreadable.
+
+    Computed once per set of files and then memory-mapped from the on-disk cache (`feature_cache.py`).
+    """
     def features(utterance: Utterance) -> np.ndarray:
         mel = log_mel(read_audio(utterance.path)).numpy()
         return (normalize_utterance(mel) if normalize else mel).astype(np.float16)
 
-    return _map(features, utterances)
+    missing = next((u.path for u in utterances if not u.path.is_file()), None)
+    if missing is not None:
+        read_audio(missing)  # its one-line UserError, before the cache key needs the file
+    return cached_features([u.path for u in utterances], lambda: _map(features, utterances), normalize=normalize)
 
 
 def _map(function: Callable, items: list) -> list:
