@@ -5,11 +5,14 @@ Each block is Llama attention (the shared layers of `models/layers.py`) followed
 MoE: a router picks each token's top-k experts and mixes their SwiGLU outputs by the
 renormalised router probabilities (Mixtral's rule). Routing is dropless: every token reaches
 each of its k experts, whatever the load. Tokens are sorted by expert once and each expert
-runs on its contiguous slice — one `grouped_mm` over all experts where torch has it (CPU,
-and CUDA from compute capability 9.0 in bf16), else one matmul per expert; never a loop over
-tokens. Each expert keeps its own three `nn.Linear`s (`w1`/`w3`/`w2`, or
-`gate_proj`/`up_proj`/`down_proj`), so one expert can be frozen (sequential expert
-training) or wrapped by LoRA; wrapped experts take the per-expert path.
+runs on its contiguous slice — one `grouped_mm` over all experts on CUDA (compute capability
+9.0 and up, bf16), else one matmul per expert; never a loop over tokens. Each expert keeps its
+own three `nn.Linear`s (`w1`/`w3`/`w2`, or `gate_proj`/`up_proj`/`down_proj`), so one expert
+can be frozen (sequential expert training) or wrapped by LoRA; wrapped experts take the
+per-expert path. So does a CPU, though torch has `grouped_mm` there: it needs every expert's
+weights stacked into one new tensor per layer and pass, kept for the backward, and on a CPU it
+cost as much CPU time as one matmul per expert (moe_nano: peak RSS 1,296 → 1,190 MB in fp32
+and 1,324 → 1,230 MB in bf16 without it; docs/performance.md).
 
 On a CPU in bf16/fp16 each expert's slice is padded with zero rows to a multiple of
 `CPU_ROW_BUCKET`. oneDNN, which runs those matmuls, compiles and caches one kernel (with its
@@ -156,12 +159,10 @@ class SparseMoe(nn.Module):
         return mixed.index_add_(0, token_index, outputs * weights), counts  # (N, D), (E,)
 
     def _can_group(self, inputs: torch.Tensor) -> bool:
-        """grouped_mm exists, runs on this device and dtype, and the experts are plain linears (no LoRA)."""
+        """grouped_mm exists, this is a CUDA device and dtype it is fast on, and the experts are plain linears."""
         if _GROUPED_MM is None or not all(type(layer) is nn.Linear for expert in self.experts
                                           for layer in expert.projections()):
             return False
-        if inputs.device.type == "cpu":
-            return True
         return (inputs.device.type == "cuda" and inputs.dtype == torch.bfloat16
                 and torch.cuda.get_device_capability(inputs.device) >= (9, 0))
 
