@@ -14,12 +14,13 @@ weights stacked into one new tensor per layer and pass, kept for the backward, a
 cost as much CPU time as one matmul per expert (moe_nano: peak RSS 1,296 → 1,190 MB in fp32
 and 1,324 → 1,230 MB in bf16 without it; docs/performance.md).
 
-On a CPU in bf16/fp16 each expert's slice is padded with zero rows to a multiple of
-`CPU_ROW_BUCKET`. oneDNN, which runs those matmuls, compiles and caches one kernel (with its
-scratch buffers) per shape; slices whose length changes every step made new kernels every step,
-and the process grew by ~100 MB a step (moe_nano, docs/performance.md). Padded slices repeat a
-few shapes. Zero rows add nothing to the weights' gradients and their outputs are dropped, so
-the result is the unpadded one.
+On a CPU in bf16/fp16 each expert's slice of `CPU_ROW_BUCKET` rows or more is padded with zero
+rows to a multiple of it. oneDNN, which runs those matmuls, compiles and caches one kernel (with
+its scratch buffers) per shape; slices whose length changes every step made new kernels every
+step, and the process grew by ~100 MB a step (moe_nano, docs/performance.md). Padded slices
+repeat a few shapes. Shorter slices (token-by-token decoding) keep their length: they can only
+take a few shapes, and padding them would multiply their work. Zero rows add nothing to the
+weights' gradients and their outputs are dropped, so the result is the unpadded one.
 
 With `arch.shared_expert_d_ff` above 0, each MoE layer adds a shared SwiGLU expert that
 every token goes through, scaled per token by `sigmoid(shared_expert_gate(x))`, as
@@ -62,7 +63,7 @@ from tempering.models.unpadding import padded_if, unpadded_if, unpadding_index
 INIT_STD = 0.02
 # torch 2.8 added the private op, a later release the public one; either takes (M, K) x (E, K, N) with offsets.
 _GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
-CPU_ROW_BUCKET = 64  # expert slices on a CPU in bf16/fp16 are padded to a multiple of this many rows
+CPU_ROW_BUCKET = 64  # expert slices of this many rows or more on a CPU in bf16/fp16 are padded to a multiple of it
 
 
 class RouterStats(NamedTuple):
@@ -183,7 +184,8 @@ def _padded_layout(counts: torch.Tensor, sorted_experts: torch.Tensor,
     """(E,) rows per expert slice and each sorted assignment's row, padded on a CPU in bf16/fp16; else (counts, None)."""
     if inputs.device.type != "cpu" or inputs.dtype == torch.float32:
         return counts, None
-    rows = (counts + CPU_ROW_BUCKET - 1) // CPU_ROW_BUCKET * CPU_ROW_BUCKET
+    bucketed = (counts + CPU_ROW_BUCKET - 1) // CPU_ROW_BUCKET * CPU_ROW_BUCKET
+    rows = torch.where(counts >= CPU_ROW_BUCKET, bucketed, counts)
     first_row = rows.cumsum(0) - rows  # where each expert's padded slice starts
     first_assignment = counts.cumsum(0) - counts  # where its assignments start in the sorted order
     rank = torch.arange(sorted_experts.numel(), device=inputs.device) - first_assignment[sorted_experts]
