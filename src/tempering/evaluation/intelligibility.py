@@ -7,8 +7,7 @@ import torch
 from tempering.checkpoint.model_loading import LoadedModel
 from tempering.data.audio.batches import texts_from_code_points
 from tempering.data.audio.vocoder import griffin_lim
-from tempering.generation.transcribe import frame_logits
-from tempering.models.audio_encoder.decoding import greedy_ids
+from tempering.generation.transcribe import decode_logits, frame_logits
 from tempering.training.error_rates import error_rates
 
 
@@ -25,10 +24,7 @@ class Intelligibility:
         """Transcribe what the Talker said for each sentence of the batch (greedy, the batch through the ASR at once)."""
         mels, lengths = predictions
         spoken = [griffin_lim(mels[row, :length].float()) for row, length in enumerate(lengths.tolist())]
-        blank = self.asr.arch.blank_id
-        for logits in frame_logits(self.asr, spoken):
-            ids = greedy_ids(logits.argmax(-1).cpu().numpy(), len(logits), blank)
-            self.hypotheses.append(self.asr.tokenizer.decode(ids, skip_special_tokens=True))
+        self.hypotheses += [decode_logits(self.asr, logits) for logits in frame_logits(self.asr, spoken)]
         self.references += texts_from_code_points(batch["reference"].cpu())
 
     def compute(self) -> dict[str, float]:

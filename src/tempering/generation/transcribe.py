@@ -82,12 +82,14 @@ def transcribe_files(loaded: LoadedModel, files: list[str], *, beam: int | None 
     """Transcripts of audio files in the order given; the clock runs from reading the audio to decoding."""
     started = time.perf_counter()
     samples = [read_audio(f) for f in files]
-    texts = [_decode(loaded, logits, beam, fusion) for logits in frame_logits(loaded, samples)]
+    texts = [decode_logits(loaded, logits, beam=beam, fusion=fusion) for logits in frame_logits(loaded, samples)]
     audio_s = sum(len(s) for s in samples) / SAMPLE_RATE
     return Transcripts(texts, audio_s, time.perf_counter() - started)
 
 
-def _decode(loaded: LoadedModel, logits: torch.Tensor, beam: int | None, fusion: WordFusion | None) -> str:
+def decode_logits(loaded: LoadedModel, logits: torch.Tensor, *, beam: int | None = None,
+                  fusion: WordFusion | None = None) -> str:
+    """The text of one utterance's (frames, classes) CTC logits: greedy, or a prefix beam search of width `beam`."""
     blank = loaded.arch.blank_id
     if beam:
         ids = beam_search_ids(logits.float().log_softmax(-1).cpu().numpy(), blank, beam, fusion=fusion)
