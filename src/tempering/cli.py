@@ -327,7 +327,8 @@ def cmd_sample_corpus(args: argparse.Namespace) -> None:
     if args.images:
         from tempering.data.images.sample import write_sample_images
 
-        summary = write_sample_images(Path(args.output), num_images=args.num_images, seed=args.seed)
+        summary = write_sample_images(Path(args.output), num_images=args.num_images, seed=args.seed,
+                                      recolour=args.recolour)
         rows = [[f"{name}/{split}", count] for name, splits in summary.items() for split, count in splits.items()]
         print_table(f"Sample images written to {args.output} (scenes.json, words.json)", ["part", "images"], rows)
         return
@@ -652,6 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--images: training images per set (validation: a tenth as many; default 4000).")
     sample.add_argument("--seed", type=ranged(int, low=0, high=2**32 - 1, what="give 0 to 2^32-1"), default=0,
                         metavar="S", help="--images: the seed the sets are drawn with (default 0).")
+    sample.add_argument("--recolour", type=ranged(float, low=0, high=1, what="give 0 to 1"), default=0.0,
+                        metavar="F", help="--images: paint this fraction of training shapes an off-palette colour, "
+                                          "captioned 'other' (default 0; validation is unchanged).")
     sample.set_defaults(func=cmd_sample_corpus)
 
     tokenizer = commands.add_parser("tokenizer", help="Train a tokenizer.")

@@ -5,7 +5,11 @@ scenes: 64x64 pictures of 1-3 shapes (circle, square, triangle) in four colours 
         large blue square"; a vertical pair is "X above Y"; three shapes are listed left to
         right). Three (colour, shape) combinations never occur in training; every validation
         scene holds at least one of them, so validation measures generalisation to unseen
-        combinations of seen attributes.
+        combinations of seen attributes. With `recolour` > 0 that fraction of training shapes is
+        painted an off-palette colour (RGB distance >= OFF_PALETTE_DISTANCE from every named
+        colour and the background) and captioned "other": shape then varies with pixel colour
+        in training, so a model cannot learn "green pixels are never a circle", while no
+        training image shows a held-out pair (validation is unchanged).
 words:  words of the sample corpus's vocabulary (Python's reference prose, `pydoc_data.topics`)
         rendered in the fonts matplotlib ships (DejaVu, STIX, Computer Modern), caption = the
         word; validation words never occur in training, so it measures reading, not recall.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,8 @@ FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSeri
 WORD_PATTERN = re.compile(r"\b[a-z]{3,7}\b")
 NUM_WORDS = 1500  # the most frequent words of the reference prose that the set draws from
 VAL_FRACTION = 0.1
+OTHER = "other"  # the colour word of an off-palette shape (recolour)
+OFF_PALETTE_DISTANCE = 120
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,14 @@ class Shape:
     kind: str
     x: int
     y: int
+    fill: tuple[int, int, int] | None = None  # an off-palette RGB (colour OTHER); None: COLOURS[colour]
 
     def phrase(self) -> str:
         """'a small red circle'."""
         return f"a {self.size} {self.colour} {self.kind}"
 
 
-def write_sample_images(output: Path, *, num_images: int = 4000, seed: int = 0) -> dict:
+def write_sample_images(output: Path, *, num_images: int = 4000, seed: int = 0, recolour: float = 0.0) -> dict:
     """Write OUTPUT/{scenes,words}.json (+ .val.json) and their PNGs; return {set: {split: images}}."""
     output = Path(output)
     if output.exists() and any(output.iterdir()):
@@ -62,8 +69,9 @@ def write_sample_images(output: Path, *, num_images: int = 4000, seed: int = 0) 
     num_val = max(1, round(num_images * VAL_FRACTION))
     summary = {}
     rng = np.random.default_rng([seed, 1])
+    paint = np.random.default_rng([seed, 4])  # its own stream: recolour leaves every other draw unchanged
     summary["scenes"] = _write_set(output, "scenes", {
-        "train": [_scene(rng, held_out=False) for _ in range(num_images)],
+        "train": [_recoloured(_scene(rng, held_out=False), paint, recolour) for _ in range(num_images)],
         "val": [_scene(rng, held_out=True) for _ in range(num_val)]}, _draw_scene)
     train_words, val_words = _split_vocabulary(seed)
     rng = np.random.default_rng([seed, 2])
@@ -107,14 +115,36 @@ def _scene(rng: np.random.Generator, *, held_out: bool) -> tuple[str, list[Shape
         across = int(rng.integers(radius + 3, SIZE - radius - 3))
         x, y = (across, along) if vertical else (along, across)
         shapes.append(Shape(size, colour, kind, x, y))
+    return _caption(shapes, vertical=vertical), shapes
+
+
+def _caption(shapes: list[Shape], *, vertical: bool) -> str:
+    """'a small red circle left of a large blue square' (shapes in caption order)."""
     phrases = [s.phrase() for s in shapes]
-    if count == 1:
-        caption = phrases[0]
-    elif count == 2:
-        caption = f"{phrases[0]} {'above' if vertical else 'left of'} {phrases[1]}"
-    else:
-        caption = f"{phrases[0]}, {phrases[1]} and {phrases[2]}"
-    return caption, shapes
+    if len(phrases) == 1:
+        return phrases[0]
+    if len(phrases) == 2:
+        return f"{phrases[0]} {'above' if vertical else 'left of'} {phrases[1]}"
+    return f"{phrases[0]}, {phrases[1]} and {phrases[2]}"
+
+
+def _recoloured(scene: tuple[str, list[Shape]], rng: np.random.Generator,
+                fraction: float) -> tuple[str, list[Shape]]:
+    """The scene with each shape, with probability `fraction`, painted an off-palette colour and called OTHER."""
+    if fraction <= 0:
+        return scene
+    caption, shapes = scene
+    shapes = [replace(s, colour=OTHER, fill=_off_palette(rng)) if rng.random() < fraction else s for s in shapes]
+    return _caption(shapes, vertical=len(shapes) == 2 and caption.count(" above ") == 1), shapes
+
+
+def _off_palette(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random RGB at least OFF_PALETTE_DISTANCE from every named colour and the background."""
+    anchors = np.array([*COLOURS.values(), BACKGROUND], dtype=np.float64)
+    while True:
+        rgb = rng.integers(0, 256, size=3)
+        if np.linalg.norm(anchors - rgb, axis=1).min() >= OFF_PALETTE_DISTANCE:
+            return int(rgb[0]), int(rgb[1]), int(rgb[2])
 
 
 def _draw_scene(shapes: list[Shape]):
@@ -124,7 +154,7 @@ def _draw_scene(shapes: list[Shape]):
     image = image_module.new("RGB", (SIZE, SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for shape in shapes:
-        r, fill = RADII[shape.size], COLOURS[shape.colour]
+        r, fill = RADII[shape.size], shape.fill or COLOURS[shape.colour]
         box = (shape.x - r, shape.y - r, shape.x + r, shape.y + r)
         if shape.kind == "circle":
             draw.ellipse(box, fill=fill)
