@@ -57,10 +57,11 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def prepare(work: Path, num_images: int, num_val: int) -> None:
+def prepare(work: Path, num_images: int, num_val: int, recolour: float = 0.0) -> None:
     """Sample images, tokenizer, caption text, and the caption decoder (skipped when already there)."""
     if not (work / "images" / "scenes.json").is_file():
-        temper("sample-corpus", "--images", "--output", "images", "--num-images", num_images, cwd=work)
+        temper("sample-corpus", "--images", "--output", "images", "--num-images", num_images, "--recolour", recolour,
+               cwd=work)
     for name in ("scenes", "words"):  # the first num_val validation images: a fixed-size, i.i.d. held-out set
         rows = json.loads((work / "images" / f"{name}.val.json").read_text())
         (work / "images" / f"{name}.val{num_val}.json").write_text(json.dumps(rows[:num_val], indent=1) + "\n")
@@ -141,6 +142,8 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=4000, help="Training images per set (sample-corpus).")
     parser.add_argument("--num-val", type=int, default=400,
                         help="Validation images per set: the first N of sample-corpus's held-out split.")
+    parser.add_argument("--recolour", type=float, default=0.0,
+                        help="Fraction of training shapes painted an off-palette colour, captioned 'other'.")
     parser.add_argument("--decoder-preset", default="tiny", help="Decoder preset of the caption LM.")
     parser.add_argument("--decoder-steps", type=int, default=400, help="Caption-decoder pretraining steps.")
     parser.add_argument("--steps", type=int, default=1500, help="Captioner training steps.")
@@ -168,7 +171,7 @@ def main() -> None:
                 print(json.dumps({name: report(args.workdir / f"vision_{name}{args.tag}", args)}))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    prepare(args.workdir, args.num_images, args.num_val)
+    prepare(args.workdir, args.num_images, args.num_val, args.recolour)
     result = {"decoder": train_decoder(args.workdir, args.decoder_steps, args.decoder_preset)}
     print(json.dumps({"decoder": result["decoder"]}), flush=True)
     for name in args.sets.split(","):
