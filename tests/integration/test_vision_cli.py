@@ -197,3 +197,25 @@ def test_user_errors_exit_2_in_one_line(images, base_run, vision_run, tmp_path):
     no_captions = run_temper("prep", "--format", "images", "--input", images / "scenes" / "val", "--output",
                              tmp_path / "i.json")
     assert_user_error(no_captions, "no image left for training")
+
+
+def test_conv_stem_trains_reloads_and_is_refused_by_transformers(caption_pretrain, images, tmp_path):
+    run = tmp_path / "stem"
+    caption_pretrain(run, "--max-steps", "8", "--eval-steps", "8", "model.patch_embed=conv")
+    losses = list(train_losses(run).values())
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    meta = json.loads((run / "final" / "meta.json").read_text())
+    assert meta["model_type"] == "tempering_llava_conv_stem"
+    stem = "model.vision_tower.vision_model.embeddings.patch_embedding."
+    weights = load_file(run / "final" / "model.safetensors")
+    assert [tuple(weights[f"{stem}{i}.weight"].shape) for i in (0, 2, 4, 6)] == [
+        (32, 3, 3, 3), (64, 32, 3, 3), (128, 64, 3, 3), (32, 128, 3, 3)]  # vision_tiny: patch 8, d_model 32
+    caption = run_temper("generate", "--checkpoint", run, "--image", images / "scenes" / "val" / "00001.png",
+                         "--max-new-tokens", "6", check=True)
+    assert caption.stdout.count("\n") == 1
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises((ValueError, KeyError), match="tempering_llava_conv_stem"):
+        transformers.AutoConfig.from_pretrained(run / "final")
+    odd_patch = caption_pretrain(tmp_path / "odd", "--max-steps", "2", "model.patch_embed=conv",
+                                 "model.patch_size=6", "model.image_size=36", check=False)
+    assert_user_error(odd_patch, "model.patch_size must be a power of two (2, 4, 8, 16...), got 6")

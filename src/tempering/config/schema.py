@@ -52,6 +52,7 @@ class ModelConfig(Section):
     shared_expert_d_ff: int | None = Field(None, description="Mixture of experts: hidden width of a shared SwiGLU expert every token goes through, gated as in Qwen2-MoE (checkpoints then load as Qwen2MoeForCausalLM); preset default 0, none.")
     image_size: int | None = Field(None, gt=0, description="Vision: override the encoder's input size (square, pixels per side).")
     patch_size: int | None = Field(None, gt=0, description="Vision: override the encoder's patch size (pixels per side).")
+    patch_embed: Literal["linear", "conv"] | None = Field(None, description="Vision: how pixels become patch embeddings. linear (the preset's): one strided convolution, SigLIP's, so checkpoints load in transformers as LLaVA. conv: a stem of 3x3 convolutions (stride 1, then stride 2 down to the patch grid) that learns shapes in far fewer steps; transformers cannot load such a checkpoint (Tempering loads, resumes, evaluates and generates with it).")
 
 
 class TokenizerConfig(Section):

@@ -39,6 +39,11 @@ class ParameterLayout:
     block_pattern: re.Pattern[str]  # matches a parameter inside block i, group 1 = i
     expert_pattern: re.Pattern[str] | None = None  # mixture of experts: matches expert j's parameters, group 1 = j
     router: str | None = None  # mixture of experts: fnmatch pattern of the routers (`--train-only router`)
+    embedding_prefixes: tuple[str, ...] = ()  # input-embedding modules whose parameter names vary (a conv stem)
+
+    def is_embedding(self, name: str) -> bool:
+        """Tell whether a parameter is part of the input embeddings."""
+        return name in self.embeddings or name.startswith(self.embedding_prefixes)
 
     def block_index(self, name: str) -> int | None:
         """The block a parameter belongs to, or None (embeddings, final norm, head)."""

@@ -139,7 +139,8 @@ def _start(config: Config, source: Checkpoint | None) -> tuple[ModelSource, Toke
                             f"{source.path} was trained with ({source.meta['tokenizer_fingerprint']})")
         return model_source, tokenizer, source.meta.get("lm_source")
     family, _ = find_preset(config.model.preset)
-    overrides = {key: value for key in ("image_size", "patch_size", "d_model", "n_layers", "n_heads", "d_ff")
+    overrides = {key: value for key in ("image_size", "patch_size", "d_model", "n_layers", "n_heads", "d_ff",
+                                        "patch_embed")
                  if (value := getattr(config.model, key)) is not None}
     set_elsewhere = sorted(key for key in config.model.model_fields_set
                            if key not in ("preset", "dropout", *overrides) and getattr(config.model, key) is not None)

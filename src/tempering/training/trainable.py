@@ -47,7 +47,7 @@ def frozen_by_config(model: nn.Module, training: TrainingConfig, layout: Paramet
         if training.freeze_first_blocks > num_blocks:
             raise UserError(f"training.freeze_first_blocks is {training.freeze_first_blocks}, but the "
                             f"model has only {num_blocks} blocks")
-        frozen |= {name for name in aliases if name in layout.embeddings
+        frozen |= {name for name in aliases if layout.is_embedding(name)
                    or layout.block_index(name) in range(training.freeze_first_blocks)}
     if training.train_only_head:
         trained = {*layout.head, *layout.final_norm}
@@ -79,7 +79,7 @@ def build_param_groups(model: nn.Module, training: TrainingConfig, layout: Param
     for name, param in model.named_parameters():
         if name in frozen:
             continue
-        decays = training.decay_norms_and_embeddings or (param.ndim >= 2 and name not in layout.embeddings)
+        decays = training.decay_norms_and_embeddings or (param.ndim >= 2 and not layout.is_embedding(name))
         weight_decay = training.weight_decay if decays else 0.0
         lr_scale = next((scale for pattern, scale in lr_patterns if _matches_any(pattern, aliases[name])),
                         None)
@@ -208,7 +208,7 @@ def _layer_decay_scale(name: str, decay: float | None, num_blocks: int, layout: 
     """LR scale of one parameter under layer-wise LR decay (1.0 without it)."""
     if decay is None:
         return 1.0
-    if name in layout.embeddings:
+    if layout.is_embedding(name):
         return decay ** (num_blocks + 1)
     index = layout.block_index(name)
     return 1.0 if index is None else decay ** (num_blocks - index)
@@ -227,7 +227,7 @@ def _num_open_blocks(training: TrainingConfig, num_blocks: int, step: int) -> in
 
 def _opens(name: str, first_open_block: int, layout: ParameterLayout) -> bool:
     """Tell whether a parameter name trains when blocks from `first_open_block` up train."""
-    if name in layout.embeddings:
+    if layout.is_embedding(name):
         return first_open_block == 0
     index = layout.block_index(name)
     return index is None or index >= first_open_block

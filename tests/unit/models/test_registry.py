@@ -24,6 +24,7 @@ def test_every_decoder_model_type_belongs_to_its_family():
         assert family_for_model_type(model_type) is LLAMA
     assert family_for_model_type("mixtral") is family_for_model_type("qwen2_moe") is MOE
     assert family_for_model_type("llava") is VISION
+    assert family_for_model_type("tempering_llava_conv_stem") is VISION
     assert family_for_model_type("tempering_audio_encoder") is AUDIO_ENCODER
     assert family_for_model_type("tempering_talker") is TALKER
     assert FAMILIES == {"llama": LLAMA, "moe": MOE, "vision": VISION, "encoder": ENCODER,
@@ -44,7 +45,7 @@ def test_a_checkpoint_names_its_family_in_meta_or_by_its_model_type():
     with pytest.raises(UserError, match="ckpt/config.json: .*model family 'audio'"):
         family_of_checkpoint({}, {"family": "audio"}, where="ckpt/config.json")
     with pytest.raises(UserError, match="model_type is 'roberta'; Tempering supports llama, mistral, qwen2, qwen3, "
-                                        "mixtral, qwen2_moe, llava, distilbert, bert"):
+                                        "mixtral, qwen2_moe, llava, tempering_llava_conv_stem, distilbert, bert"):
         family_of_checkpoint({"model_type": "roberta"}, {})
 
 

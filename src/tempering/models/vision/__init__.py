@@ -33,13 +33,13 @@ class VisionFamily(ModelFamily):
     """Image captioning: a SigLIP-style encoder whose projected patches prefix a Llama-style decoder's text."""
 
     name = "vision"
-    hf_model_types = ("llava",)
+    hf_model_types = ("llava", hf_config.CONV_STEM_MODEL_TYPE)
     tasks = ("captioning",)
     # Blocks are the encoder's (freeze_first_blocks, layer-wise LR decay and unfreezing act on them);
     # the head is the projector, the part that turns image features into the LM's inputs.
     layout = ParameterLayout(
-        embeddings=(f"{TOWER}embeddings.patch_embedding.weight", f"{TOWER}embeddings.patch_embedding.bias",
-                    f"{TOWER}embeddings.position_embedding.weight"),
+        embeddings=(f"{TOWER}embeddings.position_embedding.weight",),
+        embedding_prefixes=(f"{TOWER}embeddings.patch_embedding.",),  # one conv, or a stem's several
         head=("model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_1.bias",
               "model.multi_modal_projector.linear_2.weight", "model.multi_modal_projector.linear_2.bias"),
         final_norm=(),
@@ -47,15 +47,16 @@ class VisionFamily(ModelFamily):
     presets = PRESETS
 
     def model_type(self, arch: VisionArchitecture) -> str:
-        """llava: the class transformers loads a checkpoint with."""
-        return "llava"
+        """llava (the class transformers loads a checkpoint with), or Tempering's own type with a conv stem."""
+        return hf_config.CONV_STEM_MODEL_TYPE if arch.patch_embed == "conv" else "llava"
 
     def architecture(self, preset: str, overrides: dict[str, Any]) -> VisionArchitecture:
-        """The preset's encoder with model.* overrides (image_size, patch_size, d_model, n_layers, n_heads, d_ff)."""
-        unknown = sorted(set(overrides) - set(ENCODER_KEYS))
+        """The preset's encoder with model.* overrides (image_size, patch_size, d_model, n_layers, n_heads, d_ff, patch_embed)."""
+        unknown = sorted(set(overrides) - {*ENCODER_KEYS, "patch_embed"})
         if unknown:
             raise UserError(f"model.{unknown[0]} is not a dimension of the {self.name} family's encoder (its keys: "
-                            f"{', '.join('model.' + k for k in ENCODER_KEYS)}); the language model comes from --lm")
+                            f"{', '.join('model.' + k for k in (*ENCODER_KEYS, 'patch_embed'))}); the language "
+                            "model comes from --lm")
         arch = PRESETS[preset].with_overrides(**overrides)
         arch.check()
         return arch
@@ -101,7 +102,8 @@ class VisionFamily(ModelFamily):
 
     def summary(self, arch: VisionArchitecture) -> dict[str, Any]:
         """Columns of `temper presets` (the LM's dimensions come from --lm)."""
-        return {"image": f"{arch.image_size}px / {arch.patch_size}px patches", "d_model": arch.d_model,
+        stem = " (conv stem)" if arch.patch_embed == "conv" else ""
+        return {"image": f"{arch.image_size}px / {arch.patch_size}px patches{stem}", "d_model": arch.d_model,
                 "layers": arch.n_layers, "heads": arch.n_heads, "d_ff": arch.d_ff,
                 "context": f"{arch.num_patches} image positions + --lm"}
 

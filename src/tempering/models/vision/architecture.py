@@ -5,7 +5,10 @@ Data only: nothing here imports torch. The encoder's dimensions are the preset's
 starts from (`--lm`), so a preset alone has `lm = None` until a stage fills it in.
 Parameter names are Hugging Face LLaVA's (transformers 5: `model.vision_tower.vision_model.*`
 — a SigLIP vision tower — `model.multi_modal_projector.*`, `model.language_model.*`,
-`lm_head`), so a checkpoint is a `LlavaForConditionalGeneration` directory.
+`lm_head`), so a checkpoint is a `LlavaForConditionalGeneration` directory — unless
+`patch_embed` is "conv": a small convolutional stem in place of SigLIP's one strided
+convolution learns shapes in far fewer steps (docs/performance.md, "Image captioning"), but no
+transformers vision tower has it, so such a checkpoint is Tempering's own (`CONV_STEM_MODEL_TYPE`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ LANGUAGE_MODEL = "model.language_model."
 # output before this norm (vision_feature_layer -1), so checkpoints carry it at its initial value.
 UNUSED_POST_NORM = (f"{TOWER}post_layernorm.weight", f"{TOWER}post_layernorm.bias")
 ENCODER_KEYS = ("image_size", "patch_size", "d_model", "n_layers", "n_heads", "d_ff")
+PATCH_EMBEDS = ("linear", "conv")  # one strided convolution (SigLIP's), or a 3x3 convolutional stem
+STEM_FIRST_WIDTH = 32  # channels of the stem's first convolution; each stride-2 one doubles them
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class VisionArchitecture:
     norm_eps: float = 1e-6
     lm: LmArchitecture | None = None  # from the --lm checkpoint; None in a bare preset
     image_token_id: int = 0  # the token id transformers' LLaVA replaces with image features
+    patch_embed: str = "linear"  # one of PATCH_EMBEDS
 
     @property
     def num_patches(self) -> int:
@@ -59,6 +65,11 @@ class VisionArchitecture:
         for name in ENCODER_KEYS:
             if getattr(self, name) <= 0:
                 raise UserError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.patch_embed not in PATCH_EMBEDS:
+            raise UserError(f"model.patch_embed is {self.patch_embed!r}; choose one of {', '.join(PATCH_EMBEDS)}")
+        if self.patch_embed == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise UserError(f"model.patch_embed conv halves the image per stride-2 convolution, so model.patch_size "
+                            f"must be a power of two (2, 4, 8, 16...), got {self.patch_size}")
         if self.image_size % self.patch_size:
             raise UserError(f"model.image_size ({self.image_size}) must be a multiple of model.patch_size "
                             f"({self.patch_size})")
@@ -89,12 +100,28 @@ PRESETS: dict[str, VisionArchitecture] = {
 }
 
 
+def stem_widths(arch: VisionArchitecture) -> list[int]:
+    """Channels after each 3x3 convolution of the conv stem: stride 1, then log2(patch_size) of stride 2, ending at d_model."""
+    strided = arch.patch_size.bit_length() - 1
+    return [STEM_FIRST_WIDTH * 2 ** index for index in range(strided)] + [arch.d_model]
+
+
+def patch_embedding_tensors(arch: VisionArchitecture) -> dict[str, tuple[int, ...]]:
+    """The patch embedding's tensors: one conv of patch_size x patch_size, or the stem's 3x3 convs (Sequential indices)."""
+    prefix = f"{TOWER}embeddings.patch_embedding."
+    if arch.patch_embed == "linear":
+        return {prefix + "weight": (arch.d_model, 3, arch.patch_size, arch.patch_size), prefix + "bias": (arch.d_model,)}
+    shapes, channels = {}, 3
+    for index, width in enumerate(stem_widths(arch)):  # a GELU sits between convolutions: indices 0, 2, 4...
+        shapes[f"{prefix}{2 * index}.weight"], shapes[f"{prefix}{2 * index}.bias"] = (width, channels, 3, 3), (width,)
+        channels = width
+    return shapes
+
+
 def encoder_tensors(arch: VisionArchitecture) -> dict[str, tuple[int, ...]]:
     """The vision tower's and projector's tensors by name and shape (the LM's come from the llama family)."""
-    d, patch = arch.d_model, arch.patch_size
-    shapes = {f"{TOWER}embeddings.patch_embedding.weight": (d, 3, patch, patch),
-              f"{TOWER}embeddings.patch_embedding.bias": (d,),
-              f"{TOWER}embeddings.position_embedding.weight": (arch.num_patches, d)}
+    d = arch.d_model
+    shapes = {**patch_embedding_tensors(arch), f"{TOWER}embeddings.position_embedding.weight": (arch.num_patches, d)}
     block = {"layer_norm1.weight": (d,), "layer_norm1.bias": (d,), "layer_norm2.weight": (d,),
              "layer_norm2.bias": (d,), "mlp.fc1.weight": (arch.d_ff, d), "mlp.fc1.bias": (arch.d_ff,),
              "mlp.fc2.weight": (d, arch.d_ff), "mlp.fc2.bias": (d,)}

@@ -5,9 +5,10 @@ the text tokens (LLaVA-style prefix); the decoder then reads them like any earli
 Parameter names equal transformers' `LlavaForConditionalGeneration` (v5) with a
 `SiglipVisionModel` tower, and the numerics follow it (LLaVA reads the tower's last encoder
 layer before its post-norm; the projector is linear → GELU → linear), so a checkpoint loads
-there with the same logits. The encoder is written by hand for the same reason the decoder
-is: a few lines over `F.scaled_dot_product_attention`, with names and numerics that must
-match transformers exactly. The decoder blocks are the llama family's own.
+there with the same logits (not with `patch_embed: conv`, a stem transformers has no class
+for). The encoder is written by hand for the same reason the decoder is: a few lines over
+`F.scaled_dot_product_attention`, with names and numerics that must match transformers
+exactly. The decoder blocks are the llama family's own.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tempering.models.llama.model import (
     attention_mask_for,
     rotary_for_positions,
 )
-from tempering.models.vision.architecture import UNUSED_POST_NORM, VisionArchitecture
+from tempering.models.vision.architecture import UNUSED_POST_NORM, VisionArchitecture, stem_widths
 
 
 def sincos_2d(grid: int, width: int) -> torch.Tensor:
@@ -87,17 +88,32 @@ class EncoderLayer(nn.Module):
         return x + self.mlp(self.layer_norm2(x))
 
 
+def conv_stem(arch: VisionArchitecture) -> nn.Sequential:
+    """3x3 convolutions with GELU between them: stride 1, then stride 2 until the grid is image_size / patch_size."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for index, width in enumerate(stem_widths(arch)):
+        if layers:
+            layers.append(nn.GELU())
+        layers.append(nn.Conv2d(channels, width, 3, stride=1 if index == 0 else 2, padding=1))
+        channels = width
+    return nn.Sequential(*layers)
+
+
 class PatchEmbeddings(nn.Module):
-    """Non-overlapping patches through one strided convolution, plus a learned (2-D sin-cos initialised) position table."""
+    """Patches (one strided convolution, or a conv stem) plus a learned (2-D sin-cos initialised) position table."""
 
     def __init__(self, arch: VisionArchitecture):
         super().__init__()
-        self.patch_embedding = nn.Conv2d(3, arch.d_model, kernel_size=arch.patch_size, stride=arch.patch_size)
+        if arch.patch_embed == "conv":
+            self.patch_embedding = conv_stem(arch)
+        else:
+            self.patch_embedding = nn.Conv2d(3, arch.d_model, kernel_size=arch.patch_size, stride=arch.patch_size)
         self.position_embedding = nn.Embedding(arch.num_patches, arch.d_model)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised pixels -> (B, P, D), patches in row-major order."""
-        patches = self.patch_embedding(pixels.to(self.patch_embedding.weight.dtype))  # (B, D, H/p, W/p)
+        patches = self.patch_embedding(pixels.to(self.position_embedding.weight.dtype))  # (B, D, H/p, W/p)
         return patches.flatten(2).transpose(1, 2) + self.position_embedding.weight  # (B, P, D)
 
 
@@ -152,7 +168,7 @@ class CaptionModel(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Linear, conv and embedding weights ~ normal(0, 0.02), biases 0, norms 1; positions 2-D sin-cos.
+        """Linear, conv and embedding weights ~ normal(0, 0.02), biases 0, norms 1; positions 2-D sin-cos; a conv stem He.
 
         The language model is initialised the llama family's way, though a run loads it from `--lm`.
         """
@@ -167,6 +183,10 @@ class CaptionModel(nn.Module):
                     nn.init.zeros_(module.bias)
         grid = self.arch.image_size // self.arch.patch_size
         self.vision_model.embeddings.position_embedding.weight.copy_(sincos_2d(grid, self.arch.d_model))
+        if self.arch.patch_embed == "conv":  # He init keeps the activations' scale through the stem's GELUs
+            for conv in self.vision_model.embeddings.patch_embedding:
+                if isinstance(conv, nn.Conv2d):
+                    nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
         out_std = residual_std(INIT_STD, self.arch.lm.n_layers)
         for layer in self.model.language_model.layers:
             nn.init.normal_(layer.self_attn.o_proj.weight, mean=0.0, std=out_std)
