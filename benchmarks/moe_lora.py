@@ -4,7 +4,9 @@
                                   [--rounds 1] [--out benchmarks/results/moe_lora.json]
 
 Parts (every row a separate process, its peak RSS from wait4; tokens/s the median over the steps
-after --warmup; the rows of a part run in turn, --rounds times):
+after --warmup; CPU s the child's whole-run user + system time, start-up included, a figure the
+steal time of a shared VM does not inflate as it does wall time; the rows of a part run in turn,
+--rounds times):
   moe:     `temper pretrain --preset moe_nano` | HF `Trainer` on `MixtralForCausalLM` (same initial
            weights, windows, seq 256, batch 8, AdamW settings, balancing loss 0.01; z-loss off)
   lora:    `temper sft` full fine-tuning | `temper sft --lora-r 16` (also with --gradient-checkpointing) |
@@ -278,7 +280,8 @@ def run_once(name: str, row, args, round_index: int) -> dict:
         done = next((r for r in child["events"] if r.get("event") == "done"), {})
         ends, tokens = done.get("step_end_s", []), done.get("step_tokens", [])
     stats = step_stats(ends, tokens, args.warmup) or {}
-    return {"status": "ok", **stats, "peak_rss_mb": child["peak_rss_mb"], "cpu_pressure": child["cpu_pressure"]}
+    return {"status": "ok", **stats, "peak_rss_mb": child["peak_rss_mb"], "cpu_s": child["cpu_s"],
+            "cpu_pressure": child["cpu_pressure"]}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -287,7 +290,7 @@ def summarise(runs: list[dict]) -> dict:
     if not done:
         return {"status": runs[0].get("status") if runs else "not run"}
     return {"status": "ok", **{key: statistics.median(r[key] for r in done)
-                               for key in ("tokens_per_s", "median_step_s", "peak_rss_mb")},
+                               for key in ("tokens_per_s", "median_step_s", "peak_rss_mb", "cpu_s")},
             "cpu_pressure": [round(r.get("cpu_pressure") or 0, 3) for r in done]}
 
 
@@ -310,14 +313,16 @@ def summary(report: dict) -> str:
     tables = [(f"moe {p}", rows) for p, rows in report.get("moe", {}).items()]
     tables += [(part, report[part]) for part in ("lora", "dpo") if part in report]
     for title, rows in tables:
-        lines += [f"**{title}**", "", "| row | tokens/s | step s | peak RSS MB |", "|---|---|---|---|"]
+        lines += [f"**{title}**", "", "| row | tokens/s | step s | CPU s (whole run) | peak RSS MB |",
+                  "|---|---|---|---|---|"]
         for name, row in rows.items():
             if name == "ratios":
                 continue
             if row.get("status") != "ok":
-                lines.append(f"| {name} | {row.get('status')} | | |")
+                lines.append(f"| {name} | {row.get('status')} | | | |")
                 continue
-            lines.append(f"| {name} | {row['tokens_per_s']:,.0f} | {row['median_step_s']:.3f} | {row['peak_rss_mb']:,.0f} |")
+            lines.append(f"| {name} | {row['tokens_per_s']:,.0f} | {row['median_step_s']:.3f} | {row['cpu_s']:.1f} | "
+                         f"{row['peak_rss_mb']:,.0f} |")
         lines += ["", "ratios: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                                                for k, v in rows.get("ratios", {}).items()}), ""]
     if "experts" in report:

@@ -308,6 +308,7 @@ def run_child(command: list[str], env: dict, stderr_file: Path, metrics_file: Pa
     first = next((r["unix_time"] for r in events if r.get("event") == "first_step"), first_step_at)
     return {"returncode": process.returncode, "events": events, "wall_s": wall_s,
             "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
+            "cpu_s": usage.ru_utime + usage.ru_stime,  # the child's own CPU time, start-up included
             "time_to_first_step_s": None if first is None else first - started,
             "cpu_pressure": None if stall_before_us is None else (stall_after_us - stall_before_us) / (wall_s * 1e6)}
 
