@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def test_a_second_open_memory_maps_the_features_the_first_computed(tmp_path, mon
     rows = _utterances(tmp_path)
     first = compute_features(rows, normalize=True)
     stored = sorted(p.name for p in (tmp_path / "cache" / FOLDER).iterdir())
-    assert len(stored) == 2 and not any(name.startswith(".tmp-") for name in stored)
+    assert [Path(name).suffixes for name in stored] == [[".lock"], [".npy"], [".offsets", ".npy"]]
     monkeypatch.setattr("tempering.data.audio.utterances.log_mel", None)  # a second open computes nothing
     second = compute_features(rows, normalize=True)
     assert [f.shape for f in second] == [(26, 80), (51, 80), (76, 80)]
@@ -52,3 +53,34 @@ def test_an_unwritable_cache_only_warns_and_keeps_the_features_in_memory(tmp_pat
     features = compute_features(rows, normalize=False)
     assert features[0].shape == (26, 80) and not isinstance(features[0], np.memmap)
     assert "speech features not cached" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_processes_opening_the_same_files_at_once_compute_them_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from tempering.data.audio.feature_cache import cached_features
+
+    monkeypatch.setenv("TEMPERING_CACHE_DIR", str(tmp_path / "cache"))
+    paths = [u.path for u in _utterances(tmp_path, 2)]
+    computing, calls, results = threading.Event(), [], {}
+
+    def compute():
+        calls.append(threading.current_thread().name)
+        computing.set()
+        time.sleep(0.5)  # the second opener arrives meanwhile and must wait on the entry's lock
+        return [np.full((3, 80), 1.5, np.float16), np.zeros((2, 80), np.float16)]
+
+    def open_features(name):
+        results[name] = cached_features(paths, compute, normalize=True)
+
+    first = threading.Thread(target=open_features, args=("first",), name="first")
+    first.start()
+    computing.wait(10)
+    second = threading.Thread(target=open_features, args=("second",), name="second")
+    second.start()
+    first.join(10), second.join(10)
+    assert calls == ["first"]
+    assert isinstance(results["second"][0], np.memmap)
+    for a, b in zip(results["first"], results["second"], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -9,12 +9,13 @@ opens memory-map that array, so its pages live in the page cache, which the kern
 
 The cache is `speech-features/` in $TEMPERING_CACHE_DIR, else ~/.cache/tempering. A cache that
 cannot be written costs only the cache (one warning). Entries are never pruned; deleting the
-folder is always safe. numpy's .npy format and an atomic rename do the work: no library adds
-anything here.
+folder is always safe. numpy's .npy format, an atomic rename and an flock per entry (ranks that
+open the same files together compute them once) do the work: no library adds anything here.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -32,24 +33,51 @@ FORMAT = 1  # raise when the stored layout or the front-end's arithmetic changes
 
 def cached_features(paths: Sequence[Path], compute: Callable[[], list[np.ndarray]], *, normalize: bool,
                     environ: Mapping[str, str] = os.environ) -> list[np.ndarray]:
-    """Each file's (frames, bins) float16 features, memory-mapped from the cache, or `compute()`d and stored first."""
+    """Each file's (frames, bins) float16 features, memory-mapped from the cache, or `compute()`d and stored first.
+
+    The entry's lock file makes processes that open the same files at once (the ranks of one
+    run, before their process group exists) wait for the first to compute and store them.
+    """
     folder = default_cache_dir(environ) / FOLDER
     key = cache_key(paths, normalize=normalize)
     data_path, offsets_path = folder / f"{key}.npy", folder / f"{key}.offsets.npy"
-    if data_path.is_file() and offsets_path.is_file():
-        try:
-            return _views(np.load(data_path, mmap_mode="r"), np.load(offsets_path))
-        except (OSError, ValueError):
-            pass  # a damaged entry: compute again and overwrite it
-    features = compute()
+    cached = _load(data_path, offsets_path)
+    if cached is not None:
+        return cached
     try:
-        _store(folder, data_path, offsets_path, features)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / f"{key}.lock", "a")  # noqa: SIM115 - held until the entry is stored
     except OSError as error:
-        from tempering.tracking.console import warn
-
-        warn(f"speech features not cached in {folder} ({error.strerror or error}); they stay in memory")
-        return features
+        return _uncached(folder, error, compute())
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        cached = _load(data_path, offsets_path)  # another process may have stored it while this one waited
+        if cached is not None:
+            return cached
+        features = compute()
+        try:
+            _store(folder, data_path, offsets_path, features)
+        except OSError as error:
+            return _uncached(folder, error, features)
     return _views(np.load(data_path, mmap_mode="r"), np.load(offsets_path))
+
+
+def _load(data_path: Path, offsets_path: Path) -> list[np.ndarray] | None:
+    """The stored entry's views, or None when it is missing or damaged (then it is computed again and overwritten)."""
+    if not (data_path.is_file() and offsets_path.is_file()):
+        return None
+    try:
+        return _views(np.load(data_path, mmap_mode="r"), np.load(offsets_path))
+    except (OSError, ValueError):
+        return None
+
+
+def _uncached(folder: Path, error: OSError, features: list[np.ndarray]) -> list[np.ndarray]:
+    """Warn that the cache could not be written and hand back the in-memory features."""
+    from tempering.tracking.console import warn
+
+    warn(f"speech features not cached in {folder} ({error.strerror or error}); they stay in memory")
+    return features
 
 
 def cache_key(paths: Sequence[Path], *, normalize: bool) -> str:
@@ -66,7 +94,6 @@ def cache_key(paths: Sequence[Path], *, normalize: bool) -> str:
 
 def _store(folder: Path, data_path: Path, offsets_path: Path, features: list[np.ndarray]) -> None:
     """Write the features end to end and their offsets, each to a temporary file renamed into place."""
-    folder.mkdir(parents=True, exist_ok=True)
     offsets = np.concatenate([[0], np.cumsum([len(f) for f in features], dtype=np.int64)]).astype(np.int64)
     width = features[0].shape[1] if features else front_end.N_MELS
 
