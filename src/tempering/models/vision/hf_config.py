@@ -32,9 +32,7 @@ def to_hf_config(arch: VisionArchitecture, *, dropout: float, special: SpecialTo
               "num_hidden_layers": arch.n_layers, "num_attention_heads": arch.n_heads,
               "image_size": arch.image_size, "patch_size": arch.patch_size, "layer_norm_eps": arch.norm_eps,
               "attention_dropout": 0.0, **FIXED_VISION}
-    conv = arch.patch_embed == "conv"
-    if conv:
-        vision["patch_embed"] = arch.patch_embed
+    conv = arch.patch_embed == "conv"  # the model_type alone records it
     return {"architectures": ["TemperingConvStemCaptioner" if conv else "LlavaForConditionalGeneration"],
             "model_type": CONV_STEM_MODEL_TYPE if conv else "llava", "text_config": text,
             "vision_config": vision, "image_token_id": arch.image_token_id, "image_seq_length": arch.num_patches,
