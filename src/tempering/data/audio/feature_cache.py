@@ -15,6 +15,7 @@ open the same files together compute them once) do the work: no library adds any
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -50,7 +51,9 @@ def cached_features(paths: Sequence[Path], compute: Callable[[], list[np.ndarray
     except OSError as error:
         return _uncached(folder, error, compute())
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        # Released when the file closes. A filesystem without locks: each process computes the entry itself.
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_EX)
         cached = _load(data_path, offsets_path)  # another process may have stored it while this one waited
         if cached is not None:
             return cached
