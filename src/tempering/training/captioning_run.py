@@ -33,7 +33,7 @@ from tempering.config.schema import Config
 from tempering.errors import UserError
 from tempering.models.llama import LLAMA
 from tempering.models.registry import find_preset
-from tempering.models.vision.architecture import VisionArchitecture
+from tempering.models.vision.architecture import OVERRIDE_KEYS, VisionArchitecture
 from tempering.models.vision.model import lm_weights_for_captioner
 from tempering.tokenizer import TokenizerBundle
 from tempering.tokenizer.special import RESERVED_TOKENS
@@ -139,9 +139,7 @@ def _start(config: Config, source: Checkpoint | None) -> tuple[ModelSource, Toke
                             f"{source.path} was trained with ({source.meta['tokenizer_fingerprint']})")
         return model_source, tokenizer, source.meta.get("lm_source")
     family, _ = find_preset(config.model.preset)
-    overrides = {key: value for key in ("image_size", "patch_size", "d_model", "n_layers", "n_heads", "d_ff",
-                                        "patch_embed")
-                 if (value := getattr(config.model, key)) is not None}
+    overrides = {key: value for key in OVERRIDE_KEYS if (value := getattr(config.model, key)) is not None}
     set_elsewhere = sorted(key for key in config.model.model_fields_set
                            if key not in ("preset", "dropout", *overrides) and getattr(config.model, key) is not None)
     if set_elsewhere:

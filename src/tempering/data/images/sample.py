@@ -71,7 +71,7 @@ def write_sample_images(output: Path, *, num_images: int = 4000, seed: int = 0, 
     rng = np.random.default_rng([seed, 1])
     paint = np.random.default_rng([seed, 4])  # its own stream: recolour leaves every other draw unchanged
     summary["scenes"] = _write_set(output, "scenes", {
-        "train": [_recoloured(_scene(rng, held_out=False), paint, recolour) for _ in range(num_images)],
+        "train": [_scene(rng, held_out=False, paint=paint, recolour=recolour) for _ in range(num_images)],
         "val": [_scene(rng, held_out=True) for _ in range(num_val)]}, _draw_scene)
     train_words, val_words = _split_vocabulary(seed)
     rng = np.random.default_rng([seed, 2])
@@ -97,8 +97,13 @@ def _write_set(output: Path, name: str, splits: dict[str, list], draw) -> dict[s
     return counts
 
 
-def _scene(rng: np.random.Generator, *, held_out: bool) -> tuple[str, list[Shape]]:
-    """A caption and the shapes of one scene; held_out: at least one unseen combination, else none."""
+def _scene(rng: np.random.Generator, *, held_out: bool, paint: np.random.Generator | None = None,
+           recolour: float = 0.0) -> tuple[str, list[Shape]]:
+    """A caption and the shapes of one scene; held_out: at least one unseen combination, else none.
+
+    With `recolour` > 0 each shape is, with that probability (drawn from `paint`), painted an
+    off-palette colour and called OTHER.
+    """
     count = int(rng.integers(1, 4))
     vertical = count == 2 and rng.random() < 0.5
     slot = SIZE // count
@@ -115,6 +120,9 @@ def _scene(rng: np.random.Generator, *, held_out: bool) -> tuple[str, list[Shape
         across = int(rng.integers(radius + 3, SIZE - radius - 3))
         x, y = (across, along) if vertical else (along, across)
         shapes.append(Shape(size, colour, kind, x, y))
+    if recolour > 0:
+        shapes = [replace(s, colour=OTHER, fill=_off_palette(paint)) if paint.random() < recolour else s
+                  for s in shapes]
     return _caption(shapes, vertical=vertical), shapes
 
 
@@ -126,16 +134,6 @@ def _caption(shapes: list[Shape], *, vertical: bool) -> str:
     if len(phrases) == 2:
         return f"{phrases[0]} {'above' if vertical else 'left of'} {phrases[1]}"
     return f"{phrases[0]}, {phrases[1]} and {phrases[2]}"
-
-
-def _recoloured(scene: tuple[str, list[Shape]], rng: np.random.Generator,
-                fraction: float) -> tuple[str, list[Shape]]:
-    """The scene with each shape, with probability `fraction`, painted an off-palette colour and called OTHER."""
-    if fraction <= 0:
-        return scene
-    caption, shapes = scene
-    shapes = [replace(s, colour=OTHER, fill=_off_palette(rng)) if rng.random() < fraction else s for s in shapes]
-    return _caption(shapes, vertical=len(shapes) == 2 and caption.count(" above ") == 1), shapes
 
 
 def _off_palette(rng: np.random.Generator) -> tuple[int, int, int]:

@@ -20,7 +20,7 @@ from tempering.models.family import (
 )
 from tempering.models.vision import hf_config
 from tempering.models.vision.architecture import (
-    ENCODER_KEYS,
+    OVERRIDE_KEYS,
     PRESETS,
     TOWER,
     VisionArchitecture,
@@ -51,12 +51,11 @@ class VisionFamily(ModelFamily):
         return hf_config.CONV_STEM_MODEL_TYPE if arch.patch_embed == "conv" else "llava"
 
     def architecture(self, preset: str, overrides: dict[str, Any]) -> VisionArchitecture:
-        """The preset's encoder with model.* overrides (image_size, patch_size, d_model, n_layers, n_heads, d_ff, patch_embed)."""
-        unknown = sorted(set(overrides) - {*ENCODER_KEYS, "patch_embed"})
+        """The preset's encoder with model.* overrides (OVERRIDE_KEYS: the encoder's dimensions and patch_embed)."""
+        unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
         if unknown:
             raise UserError(f"model.{unknown[0]} is not a dimension of the {self.name} family's encoder (its keys: "
-                            f"{', '.join('model.' + k for k in (*ENCODER_KEYS, 'patch_embed'))}); the language "
-                            "model comes from --lm")
+                            f"{', '.join('model.' + k for k in OVERRIDE_KEYS)}); the language model comes from --lm")
         arch = PRESETS[preset].with_overrides(**overrides)
         arch.check()
         return arch

@@ -27,6 +27,7 @@ LANGUAGE_MODEL = "model.language_model."
 UNUSED_POST_NORM = (f"{TOWER}post_layernorm.weight", f"{TOWER}post_layernorm.bias")
 ENCODER_KEYS = ("image_size", "patch_size", "d_model", "n_layers", "n_heads", "d_ff")
 PATCH_EMBEDS = ("linear", "conv")  # one strided convolution (SigLIP's), or a 3x3 convolutional stem
+OVERRIDE_KEYS = (*ENCODER_KEYS, "patch_embed")  # the model.* keys a vision preset takes
 STEM_FIRST_WIDTH = 32  # channels of the stem's first convolution; each stride-2 one doubles them
 
 
