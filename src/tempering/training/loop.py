@@ -56,6 +56,7 @@ from tempering.training.parallel import (
     lost_peers,
     sharded_optimizer_state,
 )
+from tempering.training.recovery_point import capture_start, restore_start
 from tempering.training.run_dir import training_started
 from tempering.training.stop_signals import Preempted, StopSignals
 from tempering.training.validation import evaluate
@@ -165,7 +166,8 @@ def train(setup: TrainingSetup) -> dict:
     stride = accumulation * parallel.world_size  # global micro-batches per optimizer step
     batches_per_epoch = setup.train_batches.batches_per_epoch
     save = partial(_save, setup, manager, metrics)
-    good_state = _snapshot(setup, state) if cfg.max_recoveries and manager.latest_resumable() is None else None
+    good_state = (capture_start(setup.model, setup.optimizer, state, setup.run_dir)
+                  if cfg.max_recoveries and manager.latest_resumable() is None else None)
     stop_reason = setup.length_reason
     started = time.perf_counter() - state.elapsed_s
     window = _Window(device)
@@ -408,23 +410,6 @@ def _load_state(setup: TrainingSetup, path: Path) -> TrainState:
     return TrainState.from_saved(trainer_state["train_state"], setup.objective)
 
 
-def _snapshot(setup: TrainingSetup, state: TrainState) -> dict:
-    """In-memory copy of the starting state: the recovery point until the first checkpoint exists."""
-    return {"weights": {k: v.detach().clone() for k, v in setup.model.export_state_dict().items()},
-            "optimizer": _clone(setup.optimizer.state_dict()), "rng": capture_rng_state(),
-            "state": dataclasses.replace(state)}
-
-
-def _clone(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clone(v) for v in value]
-    return value
-
-
 def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFanOut, state: TrainState,
              good_state: dict | None, accumulation: int) -> TrainState:
     """Reload the newest good state and mark the offending micro-batch window to be skipped."""
@@ -439,10 +424,7 @@ def _recover(setup: TrainingSetup, manager: CheckpointManager, metrics: RecordFa
     if path is not None:
         restored = _load_state(setup, path)
     else:
-        setup.model.load_exported_state_dict(good_state["weights"])
-        setup.optimizer.load_state_dict(_clone(good_state["optimizer"]))
-        restore_rng_state(good_state["rng"])
-        restored = dataclasses.replace(good_state["state"])
+        restored = restore_start(setup.model, setup.optimizer, good_state)
     # What happened after the restored point stays known: recoveries, skips, the one-off injection.
     restored.recoveries = state.recoveries + 1
     restored.skipped_micro_batches = sorted({*state.skipped_micro_batches, bad_window})
