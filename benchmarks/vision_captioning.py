@@ -12,7 +12,8 @@ Drives the real `temper` CLI, as a user would, in a work directory:
 Prints the process CPU minutes, the validation curve (step, wall and telemetry-CPU minutes, loss, exact match, CER),
 training images/s
 (caption tokens/s × images per caption token), the data-wait fraction the telemetry measured,
-and the first step and CPU-minute at which exact match reached --target.
+and the first step and CPU-minute at which exact match reached --target; for scenes, the best
+checkpoint's per-object accuracy on held-out against seen colour-shape pairs (caption_errors.py).
 
     python benchmarks/vision_captioning.py --workdir /tmp/vision_bench --steps 1500
 """
@@ -27,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from caption_errors import error_report, greedy
 from cpu_budget import run_with_cpu_budget
 
 from tempering.errors import EXIT_PREEMPTED
@@ -102,7 +104,10 @@ def train_captioner(work: Path, name: str, args) -> dict:
            "--precision", args.precision,
            f"vision.train_lm={str(args.train_lm).lower()}", "training.log_steps=10", "tracking.telemetry_steps=10",
            *args.override, cwd=work, log=work / f"vision_{name}{args.tag}.log", cpu_minutes=args.cpu_minutes)
-    return {**spent, **report(run, args)}
+    result = {**spent, **report(run, args)}
+    if name == "scenes" and (run / "best").is_dir():  # which objects fail: held-out against seen pairs
+        result["errors"] = error_report(greedy(run / "best", work / "images" / f"scenes.val{args.num_val}.json"))
+    return result
 
 
 def report(run: Path, args) -> dict:

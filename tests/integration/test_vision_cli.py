@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from tempering.tracking.metrics import read_metrics
-from tests.conftest import assert_user_error, reached, run_temper
+from tests.conftest import REPO_ROOT, assert_user_error, reached, run_temper
 
 VISION_RUN = ["--preset", "vision_tiny", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "2",
               "training.log_steps=1", "training.eval_max_batches=2", "--no-compile"]
@@ -169,6 +169,30 @@ def test_generate_prints_a_caption_and_eval_reports_exact_match(vision_run, imag
     best = json.loads((vision_run / "best" / "meta.json").read_text())
     assert row["images"] == 6 and row["loss"] == pytest.approx(best["val_loss"], rel=1e-6)
     assert 0 <= row["exact_match"] <= 1
+
+
+def test_caption_errors_benchmark_scores_objects_and_agrees_with_eval(vision_run, images):
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from caption_errors import error_report
+
+    report = error_report([("a small red circle left of a large green circle", "a small red circle left of a large green square"),
+                           ("a large yellow square", "a large yellow square"),
+                           ("a small blue triangle", "a small blue triangle above a small red circle")])
+    assert report["exact_match"] == round(1 / 3, 4)
+    assert report["exact_match_by_objects"] == {1: "1/2", 2: "0/1"}
+    assert report["object_accuracy"] == {"held_out": 0.3333, "seen": 1.0}  # green circle wrong, yellow square right
+    assert report["top_substitutions"] == [("circle->square", 1), ("object count", 1)]
+
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "caption_errors.py"), str(vision_run / "best"),
+                             str(images / "scenes.val.json")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout.splitlines()[0])
+    evaluated = json.loads(run_temper("eval", "--checkpoint", vision_run / "best", "--data", images / "scenes.val.json",
+                                      "--json", check=True).stdout)[0]
+    assert measured["exact_match"] == round(evaluated["exact_match"], 4)
+    references = [row["caption"] for row in json.loads((images / "scenes.val.json").read_text())]
+    phrases = sum(caption.count("a small ") + caption.count("a large ") for caption in references)
+    assert sum(measured["objects"].values()) == phrases and measured["objects"]["held_out"] >= len(references)
 
 
 def test_injected_nan_recovers(caption_pretrain, tmp_path):
