@@ -17,7 +17,11 @@ it on, for a run that must fit in memory more than it must be fast (4194304 cost
 oneDNN (torch's CPU kernels for bf16 matmuls and convolutions) keeps every primitive it JIT-compiles,
 scratch buffers included, in a cache of up to 1,024 entries keyed by shape. Batches of variable
 length (speech, unpadded token batches) make new shapes every step, so that cache alone grew a speech
-training process by gigabytes; `temper` caps it at 256 unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is set.
+training process by gigabytes; `temper` caps it at 64 unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is set.
+A dense model's step uses fewer shapes than that (the `small` preset in bf16: the same peak and speed
+at 16, 64 and 256). An MoE step makes one shape per expert slice: `moe_nano` in bf16 peaked ~140 MB
+lower at 64 than at 256 for the same CPU time; at 16 captioning (variable caption lengths) took ~7 %
+more CPU, at 64 within the noise (docs/performance.md, "oneDNN's cache").
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 SUGGESTED_THRESHOLD = 128 * 1024  # glibc's initial value, the one to pin
 ENV = "TEMPERING_MMAP_THRESHOLD"
 ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-ONEDNN_CACHE_CAPACITY = 256  # oneDNN's default is 1024
+ONEDNN_CACHE_CAPACITY = 64  # oneDNN's default is 1024
 
 
 def bound_onednn_cache(environ: dict | None = None) -> None:
