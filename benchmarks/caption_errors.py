@@ -23,26 +23,23 @@ from pathlib import Path
 import torch
 
 from tempering.checkpoint.model_loading import load_model
-from tempering.data.images.batches import CaptionEvalSet, tokenize_examples
 from tempering.data.images.records import read_caption_file
 from tempering.data.images.sample import COLOURS, HELD_OUT, OTHER, RADII, SHAPES
-from tempering.training.captioning import greedy_captions
+from tempering.evaluation.captions import caption_eval_set
+from tempering.training.captioning import CaptionScores, greedy_captions
 
 OBJECT = re.compile(rf"\ba ({'|'.join(RADII)}) ({'|'.join([*COLOURS, OTHER])}) ({'|'.join(SHAPES)})\b")
 
 
 def greedy(checkpoint: Path, caption_json: Path, batch_size: int = 100) -> list[tuple[str, str]]:
-    """(reference, greedy caption) for every record of a caption JSON."""
+    """(reference, greedy caption) for every image of a caption JSON, tokenized as `temper eval` does."""
     loaded = load_model(str(checkpoint), device="cpu")
-    tokenizer, model = loaded.tokenizer, loaded.model.eval()
-    records = read_caption_file(caption_json)
-    examples, _ = tokenize_examples(records, tokenizer, "", 200)
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-    captions = []
-    for batch in CaptionEvalSet(examples, image_size=loaded.arch.image_size, pad_id=pad).eval_batches(batch_size):
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    scores = CaptionScores(tokenizer.decode)
+    for batch in caption_eval_set(loaded, read_caption_file(caption_json)).eval_batches(batch_size):
         tensors = {key: torch.as_tensor(value) for key, value in batch.items()}
-        captions += [tokenizer.decode(ids).strip() for ids in greedy_captions(model, tensors, tokenizer.eos_id)]
-    return [(record.caption, caption) for record, caption in zip(records, captions, strict=True)]
+        scores.update(tensors, greedy_captions(model, tensors, tokenizer.eos_id))
+    return list(zip(scores.references, scores.hypotheses, strict=True))
 
 
 def error_report(pairs: list[tuple[str, str]]) -> dict:

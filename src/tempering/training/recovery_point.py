@@ -11,6 +11,7 @@ the copy stays in memory and a warning says so.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -30,14 +31,14 @@ def capture_start(model, optimizer, state, folder: Path) -> dict:
         tensors = _spill(tensors, folder)
     except OSError as error:
         warn(f"could not write the start-of-run recovery point to {folder} ({error}); it stays in memory")
-        tensors = _clone(tensors)
+        tensors = copy.deepcopy(tensors)
     return {**tensors, "rng": capture_rng_state(), "state": dataclasses.replace(state)}
 
 
 def restore_start(model, optimizer, start: dict):
     """Load a `capture_start` result back into the model, optimizer and RNGs; return a copy of its train state."""
     model.load_exported_state_dict(start["weights"])
-    optimizer.load_state_dict(_clone(start["optimizer"]))  # private copies: the optimizer updates them in place
+    optimizer.load_state_dict(copy.deepcopy(start["optimizer"]))  # private copies: the optimizer updates them in place
     restore_rng_state(start["rng"])
     return dataclasses.replace(start["state"])
 
@@ -51,12 +52,3 @@ def _spill(tensors: dict, folder: Path) -> dict:
     finally:
         os.unlink(path)
 
-
-def _clone(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clone(v) for v in value]
-    return value
