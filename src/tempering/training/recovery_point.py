@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from tempering.checkpoint.io import find_os_error
 from tempering.checkpoint.rng import capture_rng_state, restore_rng_state
 from tempering.tracking.console import warn
 
@@ -45,10 +46,11 @@ def restore_start(model, optimizer, start: dict):
 
 def _spill(tensors: dict, folder: Path) -> dict:
     handle, path = tempfile.mkstemp(prefix=".recovery-point-", suffix=".pt", dir=folder)
-    os.close(handle)
     try:
-        torch.save(tensors, path)
+        with os.fdopen(handle, "wb") as file:  # through Python's file, so a failed write keeps its OSError
+            torch.save(tensors, file)
         return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except RuntimeError as error:  # torch wraps the failed write (a full disk, say) in its own error
+        raise find_os_error(error) or OSError(str(error)) from error
     finally:
         os.unlink(path)
-

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +91,22 @@ def test_a_folder_that_refuses_the_file_warns_and_keeps_the_copy_in_memory(tmp_p
     with torch.no_grad():
         model.linear.weight.zero_()
     assert start["weights"]["linear.weight"].abs().sum() > 0  # a copy, not a view of the live weights
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE write failures are Linux behaviour")
+def test_a_write_that_fails_midway_warns_keeps_the_copy_in_memory_and_leaves_no_file(tmp_path, capsys):
+    model, optimizer = _trained()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))  # the file outgrows this: a full disk, as torch sees it
+    try:
+        start = capture_start(model, optimizer, _TrainState(1), tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert "File too large); it stays in memory" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+    expected = _state(model, optimizer)
+    for _ in range(2):
+        _step(model, optimizer)
+    restore_start(model, optimizer, start)
+    _assert_equal(_state(model, optimizer), expected)
