@@ -278,8 +278,10 @@ def train(setup: TrainingSetup) -> dict:
             stopping = parallel.any(stop.requested(), device)  # a signal (or stop file) on any rank stops them all
             if saving or stopping:
                 state.elapsed_s = time.perf_counter() - started
+                # The checkpoint becomes the recovery point. The start's copy goes first, so the disk space of
+                # its unlinked file is free for this save; a save that fails ends the run anyway.
+                good_state = None
                 save("periodic", state)
-                good_state = None  # the checkpoint on disk is now the recovery point
             if stopping:  # SIGTERM / SIGUSR1 / SIGHUP: checkpointed above, now stop
                 signal_name = stop.received or "a signal to another rank"
                 metrics.write({"event": "preempted", "step": state.step, "signal": signal_name})

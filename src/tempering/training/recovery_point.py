@@ -5,8 +5,9 @@ memory would cost the model's size (and the optimizer state's, when a post-train
 for every step until the first checkpoint, which in a short run is the whole run. Instead the
 tensors are written to a file in the run directory, memory-mapped, and the file is unlinked at
 once: no path is left behind (the kernel frees the blocks when the process ends, after kill -9
-too), and the pages are read back only if a recovery needs them. If the disk refuses the file,
-the copy stays in memory and a warning says so.
+too), and the pages are read back only if a recovery needs them. The file's disk space stays in
+use until the loop drops the recovery point, just before it writes the first checkpoint. If the
+disk refuses the file, the copy stays in memory and a warning says so.
 """
 
 from __future__ import annotations
