@@ -171,8 +171,8 @@ def test_generate_prints_a_caption_and_eval_reports_exact_match(vision_run, imag
     assert 0 <= row["exact_match"] <= 1
 
 
-def test_caption_errors_benchmark_scores_objects_and_agrees_with_eval(vision_run, images):
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+def test_caption_errors_benchmark_scores_objects_and_agrees_with_eval(vision_run, images, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))  # as test_benchmark_smoke does; undone after
     from caption_errors import error_report
 
     report = error_report([("a small red circle left of a large green circle", "a small red circle left of a large green square"),
